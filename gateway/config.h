@@ -1,0 +1,80 @@
+/*
+ * Configuration: one table of settings, each reachable as a key in a JSON
+ * config file, an environment variable TIDEGATE_<KEY> and a command-line
+ * option --<key-with-dashes>. Later sources win: defaults, then the file,
+ * then the environment, then the command line.
+ */
+#ifndef TIDEGATE_CONFIG_H
+#define TIDEGATE_CONFIG_H
+
+#include "log.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Most filters in "subscribe": they go to the broker in one SUBSCRIBE. */
+#define CONFIG_MAX_SUBSCRIBE 64
+
+struct string_list {
+    char **items;
+    size_t count;
+};
+
+struct config {
+    char *config_file;
+    char *mqtt_url;
+    char *mqtt_client_id;
+    int mqtt_qos;
+    int mqtt_keepalive;           /* seconds */
+    int mqtt_session_expiry;      /* seconds the broker keeps the session */
+    int mqtt_reconnect_min_ms;
+    int mqtt_reconnect_max_ms;
+    struct string_list subscribe;
+    struct string_list publish_allow;
+    char *listen;                 /* HOST:PORT as given */
+    char listen_host[256];        /* parsed from listen */
+    uint16_t listen_port;
+    enum log_level log_level;
+    int max_message_bytes;
+    int send_queue_bytes;
+    int max_connections;
+    int ws_ping_interval;         /* seconds */
+    int ws_idle_timeout;          /* seconds */
+};
+
+enum config_action {
+    CONFIG_RUN = 0,
+    CONFIG_EXIT_OK = 1,    /* --help, --version, --check-config, --print-config done */
+    CONFIG_EXIT_ERROR = 2, /* an error was printed */
+};
+
+void config_init_defaults(struct config *cfg);
+void config_cleanup(struct config *cfg);
+
+/*
+ * Builds the configuration from the file, the environment @envp and @argv,
+ * and handles the options that only print. Errors are printed to stderr
+ * with the key, the value and what is accepted.
+ */
+enum config_action config_load(struct config *cfg, int argc, char **argv, char **envp);
+
+/*
+ * Applies the JSON object @root (a config file's content) to @cfg. @source
+ * names it in errors. Returns false with the error in @err.
+ */
+bool config_apply_json(struct config *cfg, json_t *root, const char *source, char *err,
+                       size_t err_size);
+
+/* Applies one setting given as text (an option or environment value). */
+bool config_apply_text(struct config *cfg, const char *key, const char *value,
+                       const char *source, char *err, size_t err_size);
+
+/* Checks the settings against each other after all sources are applied. */
+bool config_validate(struct config *cfg, char *err, size_t err_size);
+
+/* Returns the effective configuration as a JSON object (new reference). */
+json_t *config_to_json(const struct config *cfg);
+
+#endif

@@ -1,0 +1,351 @@
+#include "gateway.h"
+#include "clock.h"
+#include "http.h"
+#include "ingest.h"
+#include "log.h"
+#include "metrics.h"
+#include "session.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#define COMPONENT "gateway"
+
+/* Period of the housekeeping timer: pings, idle timeouts, reconnects. */
+#define GATEWAY_TICK_MS 250
+
+/* How long shutdown waits for clients to take their close frames. */
+#define GATEWAY_SHUTDOWN_GRACE_MS 3000
+
+/* Messages waiting for the loop before the broker's deliveries pause. */
+#define GATEWAY_MAX_PENDING_MESSAGES 100000
+
+#define EPOLL_BATCH 256
+
+/* Tags for the epoll sources that are not sessions. */
+static char tag_mailbox, tag_signal, tag_timer;
+
+static bool epoll_add(int epoll_fd, int fd, uint32_t events, void *ptr)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = ptr};
+
+    return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+static bool setup_signals(struct gateway *gw)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    /* Blocked before any thread starts, so every thread inherits the mask
+     * and the signals arrive only through the signalfd. */
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return false;
+    signal(SIGPIPE, SIG_IGN);
+    gw->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return gw->signal_fd >= 0;
+}
+
+static bool setup_timer(struct gateway *gw)
+{
+    struct itimerspec spec = {
+        .it_interval = {0, GATEWAY_TICK_MS * 1000000L},
+        .it_value = {0, GATEWAY_TICK_MS * 1000000L},
+    };
+
+    gw->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    return gw->timer_fd >= 0 && timerfd_settime(gw->timer_fd, 0, &spec, NULL) == 0;
+}
+
+bool gateway_start(struct gateway *gw, const struct config *cfg)
+{
+    memset(gw, 0, sizeof(*gw));
+    gw->cfg = cfg;
+    gw->epoll_fd = gw->signal_fd = gw->timer_fd = -1;
+    gw->ws_cfg.max_message_bytes = (size_t)cfg->max_message_bytes;
+    gw->ws_cfg.send_queue_bytes = (size_t)cfg->send_queue_bytes;
+    gw->ws_cfg.ping_interval_ms = (int64_t)cfg->ws_ping_interval * 1000;
+    gw->ws_cfg.idle_timeout_ms = (int64_t)cfg->ws_idle_timeout * 1000;
+
+    if (!setup_signals(gw)) {
+        log_error(COMPONENT, "cannot set up signal handling: %s", strerror(errno));
+        return false;
+    }
+    if (!sequencer_init_random(&gw->sequencer)) {
+        log_error(COMPONENT, "cannot read random bytes for the epoch: %s", strerror(errno));
+        return false;
+    }
+    if (!mailbox_init(&gw->mailbox, GATEWAY_MAX_PENDING_MESSAGES) || !setup_timer(gw)) {
+        log_error(COMPONENT, "cannot create the loop's file descriptors: %s", strerror(errno));
+        return false;
+    }
+    gw->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (gw->epoll_fd < 0 || !epoll_add(gw->epoll_fd, gw->mailbox.eventfd, EPOLLIN, &tag_mailbox) ||
+        !epoll_add(gw->epoll_fd, gw->signal_fd, EPOLLIN, &tag_signal) ||
+        !epoll_add(gw->epoll_fd, gw->timer_fd, EPOLLIN, &tag_timer)) {
+        log_error(COMPONENT, "cannot set up epoll: %s", strerror(errno));
+        return false;
+    }
+
+    gw->hub = hub_create();
+    if (gw->hub == NULL)
+        return false;
+
+    gw->http = http_create(cfg, &gw->mailbox);
+    if (gw->http == NULL)
+        return false;
+
+    gw->ingest = ingest_create(cfg, &gw->mailbox);
+    if (gw->ingest == NULL)
+        return false;
+    ingest_start(gw->ingest);
+
+    log_info(COMPONENT, "tidegate %s started: epoch %s, broker %s, subscriptions %zu",
+             TIDEGATE_VERSION, gw->sequencer.epoch, cfg->mqtt_url, cfg->subscribe.count);
+    return true;
+}
+
+/* ---- sessions ---- */
+
+static void session_index_add(struct gateway *gw, struct session *s)
+{
+    size_t slot = s->id % GATEWAY_SESSION_BUCKETS;
+
+    s->id_next = gw->by_id[slot];
+    gw->by_id[slot] = s;
+    s->next = gw->sessions;
+    if (gw->sessions != NULL)
+        gw->sessions->prev = s;
+    gw->sessions = s;
+}
+
+static void session_index_remove(struct gateway *gw, struct session *s)
+{
+    struct session **link = &gw->by_id[s->id % GATEWAY_SESSION_BUCKETS];
+
+    while (*link != s)
+        link = &(*link)->id_next;
+    *link = s->id_next;
+
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        gw->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+}
+
+static struct session *session_find(struct gateway *gw, uint64_t id)
+{
+    struct session *s = gw->by_id[id % GATEWAY_SESSION_BUCKETS];
+
+    while (s != NULL && s->id != id)
+        s = s->id_next;
+    return s;
+}
+
+static void accept_upgrade(struct gateway *gw, struct mail *m)
+{
+    struct session *s;
+
+    if (gw->stopping) {
+        MHD_upgrade_action(m->u.upgrade.urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
+    }
+    s = session_create(gw, m->u.upgrade.fd, m->u.upgrade.urh, m->u.upgrade.extra,
+                       m->u.upgrade.extra_len, m->u.upgrade.peer);
+    if (s == NULL) {
+        log_error(COMPONENT, "out of memory creating a session for %s", m->u.upgrade.peer);
+        MHD_upgrade_action(m->u.upgrade.urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
+    }
+    if (!epoll_add(gw->epoll_fd, m->u.upgrade.fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, s)) {
+        log_error(COMPONENT, "cannot watch the socket of %s: %s", m->u.upgrade.peer,
+                  strerror(errno));
+        session_destroy(s);
+        return;
+    }
+    session_index_add(gw, s);
+    metrics_gauge_add(&metrics.clients_connected, 1);
+    log_info(COMPONENT, "session %llu connected from %s", (unsigned long long)s->id, s->peer);
+
+    /* Bytes that came with the handshake are parsed now: no epoll event
+     * will announce them. */
+    ws_conn_handle_events(s->ws, EPOLLIN);
+    session_check_done(s);
+}
+
+static void reap_sessions(struct gateway *gw)
+{
+    while (gw->reap != NULL) {
+        struct session *s = gw->reap;
+        gw->reap = s->reap_next;
+
+        epoll_ctl(gw->epoll_fd, EPOLL_CTL_DEL, ws_conn_fd(s->ws), NULL);
+        session_index_remove(gw, s);
+        metrics_gauge_add(&metrics.clients_connected, -1);
+        if (ws_conn_close_code(s->ws) != 0)
+            log_info(COMPONENT, "session %llu (%s) disconnected: %s (close code %u)",
+                     (unsigned long long)s->id, s->peer, ws_conn_end_reason(s->ws),
+                     ws_conn_close_code(s->ws));
+        else
+            log_info(COMPONENT, "session %llu (%s) disconnected: %s", (unsigned long long)s->id,
+                     s->peer, ws_conn_end_reason(s->ws));
+        session_destroy(s);
+    }
+}
+
+static void flush_dirty(struct gateway *gw)
+{
+    while (gw->dirty != NULL) {
+        struct session *s = gw->dirty;
+        gw->dirty = s->dirty_next;
+        s->dirty = false;
+        ws_conn_flush(s->ws);
+        session_check_done(s);
+    }
+}
+
+/* ---- mailbox ---- */
+
+static void route_message(struct gateway *gw, struct msg *m)
+{
+    sequencer_assign(&gw->sequencer, m);
+    hub_match(gw->hub, m->topic, m->seq, session_deliver, m);
+}
+
+static void drain_mailbox(struct gateway *gw)
+{
+    struct mail *m = mailbox_take_all(&gw->mailbox);
+
+    while (m != NULL) {
+        struct mail *next = m->next;
+        struct session *s;
+
+        switch (m->kind) {
+        case MAIL_MESSAGE:
+            route_message(gw, m->u.message);
+            break;
+        case MAIL_UPGRADE:
+            accept_upgrade(gw, m);
+            break;
+        case MAIL_PUBLISH_DONE:
+            s = session_find(gw, m->u.publish_done.session_id);
+            if (s != NULL)
+                session_publish_done(s, m->u.publish_done.request_id_json, m->u.publish_done.ok,
+                                     m->u.publish_done.error);
+            break;
+        }
+        mail_free(m);
+        m = next;
+    }
+}
+
+static void tick(struct gateway *gw)
+{
+    uint64_t expirations;
+    int64_t now = clock_monotonic_ms();
+    ssize_t n = read(gw->timer_fd, &expirations, sizeof(expirations));
+
+    (void)n;
+    ingest_tick(gw->ingest, now);
+    for (struct session *s = gw->sessions; s != NULL; s = s->next) {
+        ws_conn_tick(s->ws, now);
+        session_check_done(s);
+    }
+}
+
+static void begin_shutdown(struct gateway *gw, const char *why)
+{
+    if (gw->stopping)
+        return;
+    gw->stopping = true;
+    log_info(COMPONENT, "stopping (%s): closing %s clients with 1001", why,
+             gw->sessions ? "all" : "no");
+    http_quiesce(gw->http);
+    for (struct session *s = gw->sessions; s != NULL; s = s->next) {
+        ws_conn_close(s->ws, WS_CLOSE_GOING_AWAY, "gateway shutting down", false);
+        session_mark_dirty(s);
+    }
+}
+
+static void handle_signal(struct gateway *gw)
+{
+    struct signalfd_siginfo info;
+
+    while (read(gw->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info))
+        begin_shutdown(gw, info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void loop_once(struct gateway *gw, int timeout_ms)
+{
+    struct epoll_event events[EPOLL_BATCH];
+    int n = epoll_wait(gw->epoll_fd, events, EPOLL_BATCH, timeout_ms);
+
+    if (n < 0 && errno != EINTR)
+        log_error(COMPONENT, "epoll_wait failed: %s", strerror(errno));
+
+    for (int i = 0; i < n; i++) {
+        void *ptr = events[i].data.ptr;
+
+        if (ptr == &tag_mailbox) {
+            drain_mailbox(gw);
+        } else if (ptr == &tag_signal) {
+            handle_signal(gw);
+        } else if (ptr == &tag_timer) {
+            tick(gw);
+        } else {
+            struct session *s = ptr;
+            ws_conn_handle_events(s->ws, events[i].events);
+            session_check_done(s);
+        }
+    }
+    flush_dirty(gw);
+    reap_sessions(gw);
+}
+
+int gateway_run(struct gateway *gw)
+{
+    int64_t deadline;
+
+    while (!gw->stopping)
+        loop_once(gw, -1);
+
+    /* Let the close frames leave, bounded in time. */
+    deadline = clock_monotonic_ms() + GATEWAY_SHUTDOWN_GRACE_MS;
+    while (gw->sessions != NULL && clock_monotonic_ms() < deadline)
+        loop_once(gw, 50);
+
+    ingest_stop(gw->ingest, 1000);
+    log_info(COMPONENT, "stopped");
+    return 0;
+}
+
+void gateway_cleanup(struct gateway *gw)
+{
+    while (gw->sessions != NULL) {
+        struct session *s = gw->sessions;
+        session_index_remove(gw, s);
+        session_destroy(s);
+    }
+    http_destroy(gw->http);
+    ingest_destroy(gw->ingest);
+    if (gw->mailbox.eventfd > 0)
+        mailbox_cleanup(&gw->mailbox);
+    hub_destroy(gw->hub);
+    if (gw->epoll_fd >= 0)
+        close(gw->epoll_fd);
+    if (gw->signal_fd >= 0)
+        close(gw->signal_fd);
+    if (gw->timer_fd >= 0)
+        close(gw->timer_fd);
+}

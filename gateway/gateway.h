@@ -1,0 +1,55 @@
+/*
+ * The gateway: owns the components and runs the event loop on the main
+ * thread. The loop waits on epoll for client sockets, the mailbox (broker
+ * messages, upgraded sockets, publish results), a periodic timer and the
+ * termination signals.
+ */
+#ifndef TIDEGATE_GATEWAY_H
+#define TIDEGATE_GATEWAY_H
+
+#include "config.h"
+#include "hub.h"
+#include "mailbox.h"
+#include "sequencer.h"
+#include "ws.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct session;
+struct ingest;
+struct http;
+
+#define GATEWAY_SESSION_BUCKETS 4096
+
+struct gateway {
+    const struct config *cfg;
+    struct ws_config ws_cfg;
+    struct mailbox mailbox;
+    struct hub *hub;
+    struct sequencer sequencer;
+    struct ingest *ingest;
+    struct http *http;
+
+    int epoll_fd;
+    int signal_fd;
+    int timer_fd;
+
+    struct session *sessions;  /* every live session, doubly linked */
+    struct session *by_id[GATEWAY_SESSION_BUCKETS];
+    struct session *dirty;     /* sessions with output to flush */
+    struct session *reap;      /* sessions whose connection is done */
+    uint64_t next_session_id;
+    bool stopping;
+};
+
+/* Starts every component. Returns false with the reason logged. */
+bool gateway_start(struct gateway *gw, const struct config *cfg);
+
+/* Runs until SIGTERM or SIGINT, then shuts down gracefully. Returns the
+ * process exit status. */
+int gateway_run(struct gateway *gw);
+
+void gateway_cleanup(struct gateway *gw);
+
+#endif

@@ -1,0 +1,347 @@
+#include "http.h"
+#include "assets.h"
+#include "buf.h"
+#include "log.h"
+#include "metrics.h"
+#include "ws.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define COMPONENT "http"
+
+struct http {
+    const struct config *cfg;
+    struct mailbox *mb;
+    struct MHD_Daemon *daemon;
+    int listen_fd;
+};
+
+static enum MHD_Result queue_buffer(struct MHD_Connection *conn, unsigned status,
+                                    const char *content_type, const void *data, size_t len,
+                                    enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)data, mode);
+    enum MHD_Result ret;
+
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result queue_json(struct MHD_Connection *conn, unsigned status, json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    enum MHD_Result ret;
+
+    json_decref(obj);
+    if (text == NULL)
+        return MHD_NO;
+    ret = queue_buffer(conn, status, "application/json", text, strlen(text),
+                       MHD_RESPMEM_MUST_FREE);
+    return ret;
+}
+
+static enum MHD_Result queue_error(struct MHD_Connection *conn, unsigned status,
+                                   const char *code, const char *message)
+{
+    return queue_json(conn, status, json_pack("{s:s, s:s}", "error", code, "message", message));
+}
+
+static enum MHD_Result serve_readyz(struct MHD_Connection *conn)
+{
+    bool broker = metrics_broker_connected();
+
+    return queue_json(conn, broker ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                      json_pack("{s:b, s:s}", "ready", broker, "broker",
+                                broker ? "connected" : "disconnected"));
+}
+
+static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
+{
+    struct buf out;
+
+    buf_init(&out);
+    metrics_render(&out);
+    if (out.failed) {
+        buf_cleanup(&out);
+        return MHD_NO;
+    }
+    /* MHD frees the buffer with free() once sent. */
+    return queue_buffer(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", out.data, out.len,
+                        MHD_RESPMEM_MUST_FREE);
+}
+
+/* ---- WebSocket upgrade ---- */
+
+static void format_peer(struct MHD_Connection *conn, char *out, size_t size)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+
+    if (info != NULL && info->client_addr != NULL) {
+        const struct sockaddr *sa = info->client_addr;
+        if (sa->sa_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+            port = ntohs(in->sin_port);
+        } else if (sa->sa_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(out, size, "%s:%u", host, port);
+}
+
+/* Called by libmicrohttpd on its thread once the 101 response is sent. */
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
+                        const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
+{
+    struct http *http = cls;
+    struct mail *mail = calloc(1, sizeof(*mail));
+
+    if (mail == NULL)
+        goto fail;
+    mail->kind = MAIL_UPGRADE;
+    mail->u.upgrade.fd = sock;
+    mail->u.upgrade.urh = urh;
+    if (extra_in_size > 0) {
+        mail->u.upgrade.extra = malloc(extra_in_size);
+        if (mail->u.upgrade.extra == NULL)
+            goto fail;
+        memcpy(mail->u.upgrade.extra, extra_in, extra_in_size);
+        mail->u.upgrade.extra_len = extra_in_size;
+    }
+    format_peer(conn, mail->u.upgrade.peer, sizeof(mail->u.upgrade.peer));
+    mailbox_post(http->mb, mail);
+    return;
+
+fail:
+    log_error(COMPONENT, "out of memory accepting a WebSocket connection");
+    free(mail);
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* Returns true when the comma-separated header @value contains @token. */
+static bool header_has_token(const char *value, const char *token)
+{
+    size_t token_len = strlen(token);
+    const char *p = value;
+
+    while (p != NULL && *p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == token_len && strncasecmp(p, token, len) == 0)
+            return true;
+        p = end;
+    }
+    return false;
+}
+
+static enum MHD_Result serve_websocket(struct http *http, struct MHD_Connection *conn)
+{
+    const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    const char *connection = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
+    const char *version =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    char accept[WS_ACCEPT_KEY_LEN + 1];
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (upgrade == NULL || !header_has_token(upgrade, "websocket") || connection == NULL ||
+        !header_has_token(connection, "upgrade"))
+        return queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid",
+                           "GET /ws expects a WebSocket upgrade request (Upgrade: websocket)");
+    if (version == NULL || strcmp(version, "13") != 0) {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, "Sec-WebSocket-Version", "13");
+        ret = MHD_queue_response(conn, 426, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    if (key == NULL || !ws_accept_key(key, accept))
+        return queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid",
+                           "Sec-WebSocket-Key is missing or is not base64 of 16 bytes");
+
+    resp = MHD_create_response_for_upgrade(on_upgraded, http);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept);
+    ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+    MHD_destroy_response(resp);
+    metrics_add(&metrics.ws_connections_total, 1);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    struct http *http = cls;
+    const struct asset *asset;
+    bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+    bool is_head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+    /* The first call only announces the request: answer on the second. */
+    if (*req_cls == NULL) {
+        *req_cls = http;
+        metrics_add(&metrics.http_requests, 1);
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        *upload_data_size = 0; /* no endpoint takes a body yet: discard it */
+        return MHD_YES;
+    }
+
+    if (!is_get && !is_head)
+        return queue_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "invalid",
+                           "only GET and HEAD are served here");
+
+    if (strcmp(url, "/ws") == 0)
+        return serve_websocket(http, conn);
+    if (strcmp(url, "/healthz") == 0)
+        return queue_buffer(conn, MHD_HTTP_OK, "text/plain", "ok\n", 3, MHD_RESPMEM_PERSISTENT);
+    if (strcmp(url, "/readyz") == 0)
+        return serve_readyz(conn);
+    if (strcmp(url, "/metrics") == 0)
+        return serve_metrics(conn);
+
+    asset = assets_find(url);
+    if (asset != NULL)
+        return queue_buffer(conn, MHD_HTTP_OK, asset->content_type, asset->data, asset->len,
+                            MHD_RESPMEM_PERSISTENT);
+
+    return queue_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no such path");
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+    size_t len;
+
+    vsnprintf(line, sizeof(line), fmt, ap);
+    len = strlen(line);
+    while (len > 0 && line[len - 1] == '\n')
+        line[--len] = '\0';
+    log_debug(COMPONENT, "libmicrohttpd: %s", line);
+}
+
+/* Binds the listening socket here so a failure names the address and the
+ * system's reason. */
+static int open_listen_socket(const struct config *cfg)
+{
+    struct addrinfo hints = {0};
+    struct addrinfo *res = NULL;
+    char port[8];
+    int fd = -1;
+    int one = 1;
+    int rc;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(port, sizeof(port), "%u", cfg->listen_port);
+    rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+    if (rc != 0) {
+        log_error(COMPONENT, "cannot resolve listen address %s: %s", cfg->listen,
+                  gai_strerror(rc));
+        return -1;
+    }
+
+    fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0)
+        goto fail;
+    freeaddrinfo(res);
+    return fd;
+
+fail:
+    log_error(COMPONENT, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return -1;
+}
+
+struct http *http_create(const struct config *cfg, struct mailbox *mb)
+{
+    struct http *http = calloc(1, sizeof(*http));
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_UPGRADE |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+
+    if (http == NULL)
+        return NULL;
+    http->cfg = cfg;
+    http->mb = mb;
+    http->listen_fd = open_listen_socket(cfg);
+    if (http->listen_fd < 0)
+        goto fail;
+
+    http->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_LISTEN_SOCKET, http->listen_fd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, 30U, MHD_OPTION_END);
+    if (http->daemon == NULL) {
+        log_error(COMPONENT, "cannot start the HTTP server on %s", cfg->listen);
+        goto fail;
+    }
+    /* libmicrohttpd owns the listening socket from here on. */
+    http->listen_fd = -1;
+    log_info(COMPONENT, "listening on http://%s (WebSocket at /ws)", cfg->listen);
+    return http;
+
+fail:
+    if (http->listen_fd >= 0)
+        close(http->listen_fd);
+    free(http);
+    return NULL;
+}
+
+void http_quiesce(struct http *http)
+{
+    MHD_socket fd;
+
+    if (http == NULL || http->daemon == NULL)
+        return;
+    fd = MHD_quiesce_daemon(http->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void http_destroy(struct http *http)
+{
+    if (http == NULL)
+        return;
+    if (http->daemon != NULL)
+        MHD_stop_daemon(http->daemon);
+    if (http->listen_fd >= 0)
+        close(http->listen_fd);
+    free(http);
+}

@@ -1,0 +1,98 @@
+#include "mailbox.h"
+
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+bool mailbox_init(struct mailbox *mb, size_t max_pending_messages)
+{
+    mb->head = NULL;
+    mb->tail = NULL;
+    mb->pending_messages = 0;
+    mb->max_pending_messages = max_pending_messages;
+    mb->eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (mb->eventfd < 0)
+        return false;
+    pthread_mutex_init(&mb->lock, NULL);
+    pthread_cond_init(&mb->drained, NULL);
+    return true;
+}
+
+void mailbox_cleanup(struct mailbox *mb)
+{
+    struct mail *m = mailbox_take_all(mb);
+
+    while (m != NULL) {
+        struct mail *next = m->next;
+        mail_free(m);
+        m = next;
+    }
+    close(mb->eventfd);
+    pthread_mutex_destroy(&mb->lock);
+    pthread_cond_destroy(&mb->drained);
+}
+
+void mailbox_post(struct mailbox *mb, struct mail *m)
+{
+    uint64_t one = 1;
+    bool was_empty;
+
+    m->next = NULL;
+    pthread_mutex_lock(&mb->lock);
+    if (m->kind == MAIL_MESSAGE) {
+        while (mb->pending_messages >= mb->max_pending_messages)
+            pthread_cond_wait(&mb->drained, &mb->lock);
+        mb->pending_messages++;
+    }
+    was_empty = mb->head == NULL;
+    if (mb->tail != NULL)
+        mb->tail->next = m;
+    else
+        mb->head = m;
+    mb->tail = m;
+    pthread_mutex_unlock(&mb->lock);
+
+    /* One wake-up per batch: the loop takes everything at once. */
+    if (was_empty) {
+        ssize_t n = write(mb->eventfd, &one, sizeof(one));
+        (void)n;
+    }
+}
+
+struct mail *mailbox_take_all(struct mailbox *mb)
+{
+    uint64_t count;
+    struct mail *all;
+    ssize_t n = read(mb->eventfd, &count, sizeof(count));
+
+    (void)n;
+    pthread_mutex_lock(&mb->lock);
+    all = mb->head;
+    mb->head = NULL;
+    mb->tail = NULL;
+    if (mb->pending_messages > 0) {
+        mb->pending_messages = 0;
+        pthread_cond_broadcast(&mb->drained);
+    }
+    pthread_mutex_unlock(&mb->lock);
+    return all;
+}
+
+void mail_free(struct mail *m)
+{
+    if (m == NULL)
+        return;
+    switch (m->kind) {
+    case MAIL_MESSAGE:
+        msg_unref(m->u.message);
+        break;
+    case MAIL_UPGRADE:
+        free(m->u.upgrade.extra);
+        break;
+    case MAIL_PUBLISH_DONE:
+        free(m->u.publish_done.request_id_json);
+        free(m->u.publish_done.error);
+        break;
+    }
+    free(m);
+}

@@ -1,0 +1,54 @@
+#include "metrics.h"
+
+#include <stdio.h>
+
+struct metrics metrics;
+
+void metrics_set_broker_connected(bool connected)
+{
+    atomic_store_explicit(&metrics.broker_connected, connected ? 1 : 0, memory_order_relaxed);
+}
+
+bool metrics_broker_connected(void)
+{
+    return atomic_load_explicit(&metrics.broker_connected, memory_order_relaxed) != 0;
+}
+
+static void render_one(struct buf *out, const char *name, const char *type, const char *help,
+                       long long value)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %lld\n", name, help, name,
+                     type, name, value);
+
+    buf_append(out, line, (size_t)n);
+}
+
+#define COUNTER(name, field, help)                                                                 \
+    render_one(out, name, "counter", help, (long long)atomic_load(&metrics.field))
+#define GAUGE(name, field, help)                                                                   \
+    render_one(out, name, "gauge", help, (long long)atomic_load(&metrics.field))
+
+void metrics_render(struct buf *out)
+{
+    COUNTER("tidegate_messages_received_total", messages_received,
+            "Messages received from the MQTT broker.");
+    COUNTER("tidegate_messages_rejected_total", messages_rejected,
+            "Messages from the broker dropped because their topic name was invalid.");
+    COUNTER("tidegate_messages_delivered_total", messages_delivered,
+            "Message frames queued to WebSocket clients.");
+    COUNTER("tidegate_ws_connections_total", ws_connections_total,
+            "WebSocket connections accepted.");
+    GAUGE("tidegate_clients_connected", clients_connected, "WebSocket clients connected now.");
+    COUNTER("tidegate_slow_client_disconnects_total", slow_client_disconnects,
+            "Clients closed because their send queue passed send_queue_bytes.");
+    COUNTER("tidegate_client_errors_total", client_errors, "Error replies sent to clients.");
+    COUNTER("tidegate_publish_requests_total", publish_requests,
+            "Publish requests from clients that passed the checks.");
+    COUNTER("tidegate_publish_failures_total", publish_failures,
+            "Client publishes the broker did not accept.");
+    GAUGE("tidegate_subscriptions", subscriptions, "Client subscriptions held now.");
+    GAUGE("tidegate_broker_connected", broker_connected,
+          "1 when connected to the MQTT broker, 0 otherwise.");
+    COUNTER("tidegate_http_requests_total", http_requests, "HTTP requests received.");
+}
