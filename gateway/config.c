@@ -14,6 +14,7 @@ enum setting_type {
     SETTING_STRING_LIST,
     SETTING_INT,
     SETTING_LOG_LEVEL,
+    SETTING_DURATION, /* seconds, written as 90, 90s, 15m, 24h or 7d */
 };
 
 struct setting {
@@ -29,6 +30,8 @@ struct setting {
 static bool check_mqtt_url(struct config *cfg, const char *value, char *why, size_t why_size);
 static bool check_listen(struct config *cfg, const char *value, char *why, size_t why_size);
 static bool check_client_id(struct config *cfg, const char *value, char *why, size_t why_size);
+static bool check_durability(struct config *cfg, const char *value, char *why, size_t why_size);
+static bool check_db(struct config *cfg, const char *value, char *why, size_t why_size);
 
 #define OFF(field) offsetof(struct config, field)
 
@@ -67,6 +70,21 @@ static const struct setting settings[] = {
      "seconds of silence before the gateway pings a WebSocket client (default 20)", NULL},
     {"ws_idle_timeout", SETTING_INT, OFF(ws_idle_timeout), 2, 86400,
      "seconds of silence before a WebSocket client is closed (default 60)", NULL},
+    {"db", SETTING_STRING, OFF(db), 0, 0,
+     "SQLite file of the message window (default tidegate.db in the working directory)",
+     check_db},
+    {"window", SETTING_DURATION, OFF(window_seconds), 0, 31536000,
+     "how long messages stay in the window: 90s, 15m, 24h, 7d; 0 for no age limit "
+     "(default 24h)",
+     NULL},
+    {"window_max_messages", SETTING_INT, OFF(window_max_messages), 0, 1000000000,
+     "most messages in the window; 0 for no count limit (default 1000000)", NULL},
+    {"durability", SETTING_STRING, OFF(durability), 0, 0,
+     "commit: acknowledge a broker message only once stored (default); batched: faster, "
+     "but a crash loses what was queued",
+     check_durability},
+    {"history_max_messages", SETTING_INT, OFF(history_max_messages), 1, 1000000,
+     "most history messages sent for one request; older ones are cut (default 10000)", NULL},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))
@@ -134,6 +152,11 @@ void config_init_defaults(struct config *cfg)
     cfg->max_connections = 10000;
     cfg->ws_ping_interval = 20;
     cfg->ws_idle_timeout = 60;
+    set_string(&cfg->db, "tidegate.db");
+    cfg->window_seconds = 86400;
+    cfg->window_max_messages = 1000000;
+    set_string(&cfg->durability, "commit");
+    cfg->history_max_messages = 10000;
 }
 
 void config_cleanup(struct config *cfg)
@@ -142,6 +165,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->mqtt_url);
     free(cfg->mqtt_client_id);
     free(cfg->listen);
+    free(cfg->db);
+    free(cfg->durability);
     string_list_clear(&cfg->subscribe);
     string_list_clear(&cfg->publish_allow);
     memset(cfg, 0, sizeof(*cfg));
@@ -164,6 +189,59 @@ static bool check_mqtt_url(struct config *cfg, const char *value, char *why, siz
         snprintf(why, why_size, "expected a host after the scheme, as in tcp://127.0.0.1:1883");
         return false;
     }
+    return true;
+}
+
+static bool check_durability(struct config *cfg, const char *value, char *why, size_t why_size)
+{
+    if (strcmp(value, "commit") == 0 || strcmp(value, "batched") == 0)
+        return true;
+    snprintf(why, why_size, "expected commit or batched");
+    return false;
+}
+
+static bool check_db(struct config *cfg, const char *value, char *why, size_t why_size)
+{
+    if (value[0] != '\0')
+        return true;
+    snprintf(why, why_size, "expected the path of a SQLite file");
+    return false;
+}
+
+/* Parses 90, 90s, 15m, 24h or 7d into seconds. */
+static bool parse_duration(const char *text, long long *out)
+{
+    char *end;
+    long long n;
+    long long unit = 1;
+
+    errno = 0;
+    n = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || n < 0)
+        return false;
+    if (*end != '\0') {
+        switch (*end) {
+        case 's':
+            unit = 1;
+            break;
+        case 'm':
+            unit = 60;
+            break;
+        case 'h':
+            unit = 3600;
+            break;
+        case 'd':
+            unit = 86400;
+            break;
+        default:
+            return false;
+        }
+        if (end[1] != '\0')
+            return false;
+    }
+    if (n > LLONG_MAX / unit)
+        return false;
+    *out = n * unit;
     return true;
 }
 
@@ -292,6 +370,12 @@ bool config_apply_text(struct config *cfg, const char *key, const char *value,
         return apply_list_item(cfg, s, value, source, err, err_size);
     case SETTING_LOG_LEVEL:
         return apply_log_level(cfg, s, value, source, err, err_size);
+    case SETTING_DURATION:
+        if (!parse_duration(value, &number))
+            FAIL("invalid value '%s' for %s (from %s): expected a duration such as 90s, 15m, "
+                 "24h or 7d",
+                 value, s->key, source);
+        return apply_int(cfg, s, number, value, source, err, err_size);
     case SETTING_INT:
         errno = 0;
         number = strtoll(value, &end, 10);
@@ -331,6 +415,16 @@ static bool apply_json_value(struct config *cfg, const struct setting *s, json_t
                  "\"info\", \"debug\"",
                  shown, s->key, source);
         return apply_log_level(cfg, s, json_string_value(value), source, err, err_size);
+    case SETTING_DURATION:
+        if (json_is_string(value))
+            return config_apply_text(cfg, s->key, json_string_value(value), source, err,
+                                     err_size);
+        if (!json_is_integer(value))
+            FAIL("invalid value %s for %s (in %s): expected a duration such as \"15m\" or a "
+                 "number of seconds",
+                 shown, s->key, source);
+        snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(value));
+        return apply_int(cfg, s, json_integer_value(value), text, source, err, err_size);
     case SETTING_INT:
         if (!json_is_integer(value))
             FAIL("invalid value %s for %s (in %s): expected an integer from %lld to %lld", shown,
@@ -410,6 +504,7 @@ json_t *config_to_json(const struct config *cfg)
             value = json_string(*(char *const *)field);
             break;
         case SETTING_INT:
+        case SETTING_DURATION:
             value = json_integer(*(const int *)field);
             break;
         case SETTING_LOG_LEVEL:

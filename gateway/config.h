@@ -42,6 +42,11 @@ struct config {
     int max_connections;
     int ws_ping_interval;         /* seconds */
     int ws_idle_timeout;          /* seconds */
+    char *db;                     /* SQLite file of the window store */
+    int window_seconds;           /* keep messages this long; 0: no age limit */
+    int window_max_messages;      /* keep at most this many; 0: no count limit */
+    char *durability;             /* "commit" or "batched" */
+    int history_max_messages;     /* most history messages in one reply */
 };
 
 enum config_action {

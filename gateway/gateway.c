@@ -1,10 +1,13 @@
 #include "gateway.h"
 #include "clock.h"
+#include "history.h"
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "pipeline.h"
 #include "session.h"
+#include "sse.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -80,10 +83,6 @@ bool gateway_start(struct gateway *gw, const struct config *cfg)
         log_error(COMPONENT, "cannot set up signal handling: %s", strerror(errno));
         return false;
     }
-    if (!sequencer_init_random(&gw->sequencer)) {
-        log_error(COMPONENT, "cannot read random bytes for the epoch: %s", strerror(errno));
-        return false;
-    }
     if (!mailbox_init(&gw->mailbox, GATEWAY_MAX_PENDING_MESSAGES) || !setup_timer(gw)) {
         log_error(COMPONENT, "cannot create the loop's file descriptors: %s", strerror(errno));
         return false;
@@ -100,17 +99,33 @@ bool gateway_start(struct gateway *gw, const struct config *cfg)
     if (gw->hub == NULL)
         return false;
 
+    gw->pipeline = pipeline_create(cfg, &gw->mailbox);
+    if (gw->pipeline == NULL)
+        return false;
+    struct sequencer initial;
+    pipeline_initial_state(gw->pipeline, &initial);
+    memcpy(gw->epoch, initial.epoch, sizeof(gw->epoch));
+    gw->last_seq = initial.last_seq;
+    if (!pipeline_start(gw->pipeline)) {
+        log_error(COMPONENT, "cannot start the store thread");
+        return false;
+    }
+
+    gw->history = history_create(cfg, &gw->mailbox);
+    if (gw->history == NULL)
+        return false;
+
     gw->http = http_create(cfg, &gw->mailbox);
     if (gw->http == NULL)
         return false;
 
-    gw->ingest = ingest_create(cfg, &gw->mailbox);
+    gw->ingest = ingest_create(cfg, &gw->mailbox, gw->pipeline);
     if (gw->ingest == NULL)
         return false;
     ingest_start(gw->ingest);
 
     log_info(COMPONENT, "tidegate %s started: epoch %s, broker %s, subscriptions %zu",
-             TIDEGATE_VERSION, gw->sequencer.epoch, cfg->mqtt_url, cfg->subscribe.count);
+             TIDEGATE_VERSION, gw->epoch, cfg->mqtt_url, cfg->subscribe.count);
     return true;
 }
 
@@ -184,22 +199,50 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
     session_check_done(s);
 }
 
+static void accept_stream(struct gateway *gw, struct mail *m)
+{
+    struct session *s;
+
+    if (gw->stopping) {
+        sse_conn_close(m->u.sse_open.sse, "gateway shutting down");
+        sse_conn_destroy(m->u.sse_open.sse);
+        m->u.sse_open.sse = NULL;
+        return;
+    }
+    s = session_create_sse(gw, m->u.sse_open.sse, m->u.sse_open.peer, m->u.sse_open.filter,
+                           &m->u.sse_open.history);
+    if (s == NULL) {
+        log_error(COMPONENT, "out of memory creating a stream for %s", m->u.sse_open.peer);
+        sse_conn_close(m->u.sse_open.sse, "out of memory");
+        sse_conn_destroy(m->u.sse_open.sse);
+        m->u.sse_open.sse = NULL;
+        return;
+    }
+    m->u.sse_open.sse = NULL; /* the session owns it now */
+    session_index_add(gw, s);
+    metrics_gauge_add(&metrics.sse_streams, 1);
+    log_info(COMPONENT, "session %llu (event stream) connected from %s for '%s'",
+             (unsigned long long)s->id, s->peer, m->u.sse_open.filter);
+    session_flush(s);
+}
+
 static void reap_sessions(struct gateway *gw)
 {
     while (gw->reap != NULL) {
         struct session *s = gw->reap;
         gw->reap = s->reap_next;
 
-        epoll_ctl(gw->epoll_fd, EPOLL_CTL_DEL, ws_conn_fd(s->ws), NULL);
+        if (s->ws != NULL)
+            epoll_ctl(gw->epoll_fd, EPOLL_CTL_DEL, ws_conn_fd(s->ws), NULL);
         session_index_remove(gw, s);
-        metrics_gauge_add(&metrics.clients_connected, -1);
-        if (ws_conn_close_code(s->ws) != 0)
+        metrics_gauge_add(s->ws ? &metrics.clients_connected : &metrics.sse_streams, -1);
+        if (s->ws != NULL && ws_conn_close_code(s->ws) != 0)
             log_info(COMPONENT, "session %llu (%s) disconnected: %s (close code %u)",
-                     (unsigned long long)s->id, s->peer, ws_conn_end_reason(s->ws),
+                     (unsigned long long)s->id, s->peer, session_end_reason(s),
                      ws_conn_close_code(s->ws));
         else
-            log_info(COMPONENT, "session %llu (%s) disconnected: %s", (unsigned long long)s->id,
-                     s->peer, ws_conn_end_reason(s->ws));
+            log_info(COMPONENT, "session %llu (%s%s) disconnected: %s", (unsigned long long)s->id,
+                     s->peer, s->ws ? "" : ", event stream", session_end_reason(s));
         session_destroy(s);
     }
 }
@@ -210,16 +253,17 @@ static void flush_dirty(struct gateway *gw)
         struct session *s = gw->dirty;
         gw->dirty = s->dirty_next;
         s->dirty = false;
-        ws_conn_flush(s->ws);
+        session_flush(s);
         session_check_done(s);
     }
 }
 
 /* ---- mailbox ---- */
 
+/* Fans out a message the pipeline has sequenced and stored. */
 static void route_message(struct gateway *gw, struct msg *m)
 {
-    sequencer_assign(&gw->sequencer, m);
+    gw->last_seq = m->seq;
     hub_match(gw->hub, m->topic, m->seq, session_deliver, m);
 }
 
@@ -244,6 +288,14 @@ static void drain_mailbox(struct gateway *gw)
                 session_publish_done(s, m->u.publish_done.request_id_json, m->u.publish_done.ok,
                                      m->u.publish_done.error);
             break;
+        case MAIL_SSE_OPEN:
+            accept_stream(gw, m);
+            break;
+        case MAIL_HISTORY:
+            s = session_find(gw, m->u.history.session_id);
+            if (s != NULL)
+                session_history_done(s, m);
+            break;
         }
         mail_free(m);
         m = next;
@@ -259,7 +311,7 @@ static void tick(struct gateway *gw)
     (void)n;
     ingest_tick(gw->ingest, now);
     for (struct session *s = gw->sessions; s != NULL; s = s->next) {
-        ws_conn_tick(s->ws, now);
+        session_tick(s, now);
         session_check_done(s);
     }
 }
@@ -273,8 +325,7 @@ static void begin_shutdown(struct gateway *gw, const char *why)
              gw->sessions ? "all" : "no");
     http_quiesce(gw->http);
     for (struct session *s = gw->sessions; s != NULL; s = s->next) {
-        ws_conn_close(s->ws, WS_CLOSE_GOING_AWAY, "gateway shutting down", false);
-        session_mark_dirty(s);
+        session_close(s, WS_CLOSE_GOING_AWAY, "gateway shutting down");
     }
 }
 
@@ -304,7 +355,7 @@ static void loop_once(struct gateway *gw, int timeout_ms)
         } else if (ptr == &tag_timer) {
             tick(gw);
         } else {
-            struct session *s = ptr;
+            struct session *s = ptr; /* only WebSocket sessions are in epoll */
             ws_conn_handle_events(s->ws, events[i].events);
             session_check_done(s);
         }
@@ -326,6 +377,10 @@ int gateway_run(struct gateway *gw)
         loop_once(gw, 50);
 
     ingest_stop(gw->ingest, 1000);
+
+    /* Everything taken from the broker is committed before the exit. */
+    pipeline_destroy(gw->pipeline);
+    gw->pipeline = NULL;
     log_info(COMPONENT, "stopped");
     return 0;
 }
@@ -339,6 +394,8 @@ void gateway_cleanup(struct gateway *gw)
     }
     http_destroy(gw->http);
     ingest_destroy(gw->ingest);
+    history_destroy(gw->history);
+    pipeline_destroy(gw->pipeline);
     if (gw->mailbox.eventfd > 0)
         mailbox_cleanup(&gw->mailbox);
     hub_destroy(gw->hub);

@@ -19,6 +19,8 @@
 struct session;
 struct ingest;
 struct http;
+struct pipeline;
+struct history_worker;
 
 #define GATEWAY_SESSION_BUCKETS 4096
 
@@ -27,7 +29,8 @@ struct gateway {
     struct ws_config ws_cfg;
     struct mailbox mailbox;
     struct hub *hub;
-    struct sequencer sequencer;
+    struct pipeline *pipeline;
+    struct history_worker *history;
     struct ingest *ingest;
     struct http *http;
 
@@ -40,6 +43,8 @@ struct gateway {
     struct session *dirty;     /* sessions with output to flush */
     struct session *reap;      /* sessions whose connection is done */
     uint64_t next_session_id;
+    char epoch[SEQUENCER_EPOCH_LEN + 1];
+    uint64_t last_seq; /* seq of the newest message the loop has fanned out */
     bool stopping;
 };
 

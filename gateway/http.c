@@ -3,7 +3,14 @@
 #include "buf.h"
 #include "log.h"
 #include "metrics.h"
+#include "protocol.h"
+#include "sse.h"
+#include "store.h"
+#include "topic.h"
 #include "ws.h"
+
+#include <inttypes.h>
+#include <pthread.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,11 +25,19 @@
 
 #define COMPONENT "http"
 
+/* Threads that serve HTTP; each may hold one store reader at a time. */
+#define HTTP_THREADS 2
+
 struct http {
     const struct config *cfg;
     struct mailbox *mb;
     struct MHD_Daemon *daemon;
     int listen_fd;
+
+    pthread_mutex_t readers_lock;
+    struct store_reader *readers[HTTP_THREADS];
+    size_t reader_count;
+    struct log_ratelimit error_rl;
 };
 
 static enum MHD_Result queue_buffer(struct MHD_Connection *conn, unsigned status,
@@ -61,13 +76,17 @@ static enum MHD_Result queue_error(struct MHD_Connection *conn, unsigned status,
     return queue_json(conn, status, json_pack("{s:s, s:s}", "error", code, "message", message));
 }
 
+/* Ready means the broker is connected and the last store commit worked. */
 static enum MHD_Result serve_readyz(struct MHD_Connection *conn)
 {
     bool broker = metrics_broker_connected();
+    bool store = metrics_store_healthy();
+    bool ready = broker && store;
 
-    return queue_json(conn, broker ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-                      json_pack("{s:b, s:s}", "ready", broker, "broker",
-                                broker ? "connected" : "disconnected"));
+    return queue_json(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                      json_pack("{s:b, s:s, s:s}", "ready", ready, "broker",
+                                broker ? "connected" : "disconnected", "store",
+                                store ? "ok" : "degraded"));
 }
 
 static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
@@ -83,6 +102,288 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     /* MHD frees the buffer with free() once sent. */
     return queue_buffer(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", out.data, out.len,
                         MHD_RESPMEM_MUST_FREE);
+}
+
+/* ---- the JSON API on the window store ---- */
+
+/* Takes a reader from the pool, opening one when none is free. */
+static struct store_reader *reader_take(struct http *http, char *err, size_t err_size)
+{
+    struct store_reader *r = NULL;
+
+    pthread_mutex_lock(&http->readers_lock);
+    if (http->reader_count > 0)
+        r = http->readers[--http->reader_count];
+    pthread_mutex_unlock(&http->readers_lock);
+    if (r == NULL)
+        r = store_reader_open(http->cfg->db, err, err_size);
+    return r;
+}
+
+static void reader_give_back(struct http *http, struct store_reader *r)
+{
+    pthread_mutex_lock(&http->readers_lock);
+    if (http->reader_count < HTTP_THREADS) {
+        http->readers[http->reader_count++] = r;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&http->readers_lock);
+    store_reader_close(r);
+}
+
+/* Appends each message as its WebSocket "message" object, comma-separated. */
+static bool append_messages(struct buf *out, const struct store_history *h, bool history)
+{
+    for (size_t i = 0; i < h->count; i++) {
+        struct frame *f = protocol_encode_message(h->msgs[i], history);
+        size_t header;
+        if (f == NULL)
+            return false;
+        header = (f->data[1] & 0x7f) < 126 ? 2 : (f->data[1] & 0x7f) == 126 ? 4 : 10;
+        if (i > 0)
+            buf_append(out, ",", 1);
+        buf_append(out, f->data + header, f->len - header);
+        frame_unref(f);
+    }
+    return !out->failed;
+}
+
+/* Parses a non-negative integer query argument. Returns false with an
+ * error queued when it is present but not a number. */
+static bool query_u64(struct MHD_Connection *conn, const char *name, bool *present,
+                      uint64_t *out, enum MHD_Result *ret)
+{
+    const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    char message[160];
+    char *end;
+
+    *present = text != NULL;
+    if (text == NULL)
+        return true;
+    errno = 0;
+    *out = strtoull(text, &end, 10);
+    if (errno == 0 && end != text && *end == '\0' && text[0] != '-')
+        return true;
+    snprintf(message, sizeof(message), "query parameter '%s' must be a non-negative integer, got '%.40s'",
+             name, text);
+    *ret = queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid", message);
+    return false;
+}
+
+static bool query_filter(struct MHD_Connection *conn, const char **filter, enum MHD_Result *ret)
+{
+    const char *text = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "filter");
+    const char *why;
+    char message[200];
+
+    *filter = text ? text : "#";
+    why = topic_check_filter(*filter, strlen(*filter));
+    if (why == NULL)
+        return true;
+    snprintf(message, sizeof(message), "invalid filter: the filter %s", why);
+    *ret = queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid", message);
+    return false;
+}
+
+static enum MHD_Result store_unavailable(struct http *http, struct MHD_Connection *conn,
+                                         const char *why)
+{
+    log_limited(&http->error_rl, LOG_ERROR, COMPONENT, "window store query failed: %s", why);
+    return queue_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                       "the window store cannot be read now; try again later");
+}
+
+static enum MHD_Result serve_topics(struct http *http, struct MHD_Connection *conn)
+{
+    struct store_history h;
+    struct store_reader *r;
+    const char *filter;
+    uint64_t limit = 10000;
+    bool has_limit;
+    enum MHD_Result ret;
+    char err[256];
+    struct buf out;
+
+    if (!query_filter(conn, &filter, &ret) || !query_u64(conn, "limit", &has_limit, &limit, &ret))
+        return ret;
+
+    r = reader_take(http, err, sizeof(err));
+    if (r == NULL)
+        return store_unavailable(http, conn, err);
+    if (store_reader_latest(r, filter, (size_t)limit, &h) != STORE_OK) {
+        ret = store_unavailable(http, conn, store_reader_error(r));
+        reader_give_back(http, r);
+        return ret;
+    }
+    reader_give_back(http, r);
+
+    buf_init(&out);
+    buf_append_str(&out, "{\"epoch\":\"");
+    buf_append_str(&out, h.epoch);
+    buf_append_str(&out, "\",\"count\":");
+    buf_append_u64(&out, h.count);
+    buf_append_str(&out, ",\"topics\":[");
+    append_messages(&out, &h, false);
+    buf_append_str(&out, "]}");
+    store_history_cleanup(&h);
+    if (out.failed) {
+        buf_cleanup(&out);
+        return MHD_NO;
+    }
+    return queue_buffer(conn, MHD_HTTP_OK, "application/json", out.data, out.len,
+                        MHD_RESPMEM_MUST_FREE);
+}
+
+/* Reads the history request from the query: limit alone means the last N;
+ * since_ms, or since_seq with epoch, means everything after a point. */
+static bool parse_history_query(struct http *http, struct MHD_Connection *conn,
+                                struct history_request *req, size_t *limit, enum MHD_Result *ret)
+{
+    const char *epoch = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "epoch");
+    uint64_t n = 0, since_ms = 0, since_seq = 0;
+    bool has_limit, has_since_ms, has_since_seq;
+
+    if (!query_u64(conn, "limit", &has_limit, &n, ret) ||
+        !query_u64(conn, "since_ms", &has_since_ms, &since_ms, ret) ||
+        !query_u64(conn, "since_seq", &has_since_seq, &since_seq, ret))
+        return false;
+
+    if (has_since_ms && has_since_seq) {
+        *ret = queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid",
+                           "give since_ms or since_seq, not both");
+        return false;
+    }
+    if (has_since_seq && (epoch == NULL || strlen(epoch) >= sizeof(req->epoch))) {
+        *ret = queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid",
+                           "since_seq needs the epoch it belongs to: add epoch=<epoch>");
+        return false;
+    }
+
+    *limit = (size_t)http->cfg->history_max_messages;
+    if (has_limit && n < *limit)
+        *limit = (size_t)n;
+
+    memset(req, 0, sizeof(*req));
+    if (has_since_ms) {
+        req->kind = HISTORY_SINCE_MS;
+        req->since_ms = since_ms > INT64_MAX ? INT64_MAX : (int64_t)since_ms;
+    } else if (has_since_seq) {
+        req->kind = HISTORY_SINCE_SEQ;
+        req->seq = since_seq;
+        snprintf(req->epoch, sizeof(req->epoch), "%s", epoch);
+    } else {
+        req->kind = HISTORY_LAST;
+        req->last = has_limit ? n : 100;
+    }
+    return true;
+}
+
+static enum MHD_Result serve_history(struct http *http, struct MHD_Connection *conn)
+{
+    struct history_request req;
+    struct store_history h;
+    struct store_reader *r;
+    const char *filter;
+    size_t limit;
+    enum MHD_Result ret;
+    char err[256];
+    struct buf out;
+
+    if (!query_filter(conn, &filter, &ret) || !parse_history_query(http, conn, &req, &limit, &ret))
+        return ret;
+
+    r = reader_take(http, err, sizeof(err));
+    if (r == NULL)
+        return store_unavailable(http, conn, err);
+    if (store_reader_history(r, filter, &req, INT64_MAX, limit, &h) != STORE_OK) {
+        ret = store_unavailable(http, conn, store_reader_error(r));
+        reader_give_back(http, r);
+        return ret;
+    }
+    reader_give_back(http, r);
+    metrics_add(&metrics.history_requests, 1);
+    metrics_add(&metrics.history_messages, h.count);
+
+    buf_init(&out);
+    buf_append_str(&out, "{\"epoch\":\"");
+    buf_append_str(&out, h.epoch);
+    buf_append_str(&out, h.recovered ? "\",\"recovered\":true" : "\",\"recovered\":false");
+    buf_append_str(&out, h.truncated ? ",\"truncated\":true" : ",\"truncated\":false");
+    buf_append_str(&out, ",\"oldest_seq\":");
+    buf_append_u64(&out, h.oldest_seq);
+    buf_append_str(&out, ",\"count\":");
+    buf_append_u64(&out, h.count);
+    buf_append_str(&out, ",\"messages\":[");
+    append_messages(&out, &h, true);
+    buf_append_str(&out, "]}");
+    store_history_cleanup(&h);
+    if (out.failed) {
+        buf_cleanup(&out);
+        return MHD_NO;
+    }
+    return queue_buffer(conn, MHD_HTTP_OK, "application/json", out.data, out.len,
+                        MHD_RESPMEM_MUST_FREE);
+}
+
+/* ---- Server-Sent Events ---- */
+
+static void format_peer(struct MHD_Connection *conn, char *out, size_t size);
+
+/*
+ * Opens an event stream on @filter. A resuming client names its cursor in
+ * the Last-Event-ID header (EventSource sends it on reconnect) or, for a
+ * first connect, in the last_event_id query parameter.
+ */
+static enum MHD_Result serve_stream(struct http *http, struct MHD_Connection *conn)
+{
+    const char *cursor = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
+    struct MHD_Response *resp;
+    struct sse_conn *sse;
+    struct mail *mail;
+    const char *filter;
+    enum MHD_Result ret;
+    char message[160];
+
+    if (!query_filter(conn, &filter, &ret))
+        return ret;
+    if (cursor == NULL)
+        cursor = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "last_event_id");
+
+    mail = calloc(1, sizeof(*mail));
+    if (mail == NULL)
+        return MHD_NO;
+    mail->kind = MAIL_SSE_OPEN;
+    if (cursor != NULL && cursor[0] != '\0') {
+        struct history_request *h = &mail->u.sse_open.history;
+        if (!sse_parse_event_id(cursor, h->epoch, sizeof(h->epoch), &h->seq)) {
+            free(mail);
+            snprintf(message, sizeof(message),
+                     "invalid event id '%.60s': expected <epoch>:<seq> as sent in the id field",
+                     cursor);
+            return queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid", message);
+        }
+        h->kind = HISTORY_SINCE_SEQ;
+    }
+    mail->u.sse_open.filter = strdup(filter);
+    format_peer(conn, mail->u.sse_open.peer, sizeof(mail->u.sse_open.peer));
+
+    sse = sse_conn_create(conn, (size_t)http->cfg->send_queue_bytes, &resp);
+    if (sse == NULL || mail->u.sse_open.filter == NULL) {
+        free(mail->u.sse_open.filter);
+        free(mail);
+        return MHD_NO;
+    }
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    if (ret != MHD_YES) {
+        sse_conn_destroy(sse);
+        free(mail->u.sse_open.filter);
+        free(mail);
+        return ret;
+    }
+    mail->u.sse_open.sse = sse;
+    mailbox_post(http->mb, mail);
+    return MHD_YES;
 }
 
 /* ---- WebSocket upgrade ---- */
@@ -229,6 +530,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return serve_readyz(conn);
     if (strcmp(url, "/metrics") == 0)
         return serve_metrics(conn);
+    if (strcmp(url, "/api/v1/topics") == 0)
+        return serve_topics(http, conn);
+    if (strcmp(url, "/api/v1/history") == 0)
+        return serve_history(http, conn);
+    if (strcmp(url, "/api/v1/stream") == 0)
+        return serve_stream(http, conn);
 
     asset = assets_find(url);
     if (asset != NULL)
@@ -293,12 +600,14 @@ struct http *http_create(const struct config *cfg, struct mailbox *mb)
 {
     struct http *http = calloc(1, sizeof(*http));
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_UPGRADE |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                     MHD_ALLOW_SUSPEND_RESUME;
 
     if (http == NULL)
         return NULL;
     http->cfg = cfg;
     http->mb = mb;
+    pthread_mutex_init(&http->readers_lock, NULL);
     http->listen_fd = open_listen_socket(cfg);
     if (http->listen_fd < 0)
         goto fail;
@@ -307,7 +616,8 @@ struct http *http_create(const struct config *cfg, struct mailbox *mb)
         flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, http->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30U, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, 30U, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_THREADS,
+        MHD_OPTION_END);
     if (http->daemon == NULL) {
         log_error(COMPONENT, "cannot start the HTTP server on %s", cfg->listen);
         goto fail;
@@ -343,5 +653,8 @@ void http_destroy(struct http *http)
         MHD_stop_daemon(http->daemon);
     if (http->listen_fd >= 0)
         close(http->listen_fd);
+    while (http->reader_count > 0)
+        store_reader_close(http->readers[--http->reader_count]);
+    pthread_mutex_destroy(&http->readers_lock);
     free(http);
 }

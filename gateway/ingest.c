@@ -22,6 +22,7 @@ enum ingest_state {
 struct ingest {
     const struct config *cfg;
     struct mailbox *mb;
+    struct pipeline *pipeline;
     MQTTAsync client;
     int mqtt_version; /* MQTTVERSION_5 or MQTTVERSION_3_1_1 */
 
@@ -73,7 +74,6 @@ static int on_message(void *context, char *topic_name, int topic_len, MQTTAsync_
     struct ingest *in = context;
     size_t len = topic_len > 0 ? (size_t)topic_len : strlen(topic_name);
     const char *why = topic_check_name(topic_name, len);
-    struct mail *mail = NULL;
     struct msg *m = NULL;
 
     if (why != NULL) {
@@ -85,17 +85,14 @@ static int on_message(void *context, char *topic_name, int topic_len, MQTTAsync_
 
     m = msg_create(topic_name, len, message->payload, (size_t)message->payloadlen,
                    (uint8_t)message->qos, message->retained != 0);
-    mail = calloc(1, sizeof(*mail));
-    if (m == NULL || mail == NULL) {
+    if (m == NULL) {
         /* Returning 0 makes Paho call again later, so nothing is lost. */
-        msg_unref(m);
-        free(mail);
         return 0;
     }
-    mail->kind = MAIL_MESSAGE;
-    mail->u.message = m;
+    m->dup = message->dup != 0;
+    m->mqtt_id = (uint16_t)message->msgid;
     metrics_add(&metrics.messages_received, 1);
-    mailbox_post(in->mb, mail);
+    pipeline_submit(in->pipeline, m);
 
 done:
     MQTTAsync_freeMessage(&message);
@@ -362,7 +359,8 @@ static bool ingest_new_client(struct ingest *in)
     return true;
 }
 
-struct ingest *ingest_create(const struct config *cfg, struct mailbox *mb)
+struct ingest *ingest_create(const struct config *cfg, struct mailbox *mb,
+                             struct pipeline *pipeline)
 {
     struct ingest *in = calloc(1, sizeof(*in));
 
@@ -370,6 +368,7 @@ struct ingest *ingest_create(const struct config *cfg, struct mailbox *mb)
         return NULL;
     in->cfg = cfg;
     in->mb = mb;
+    in->pipeline = pipeline;
     in->mqtt_version = MQTTVERSION_5;
     in->backoff_ms = cfg->mqtt_reconnect_min_ms;
     pthread_mutex_init(&in->lock, NULL);

@@ -7,8 +7,9 @@
  * reconnects with capped exponential backoff.
  *
  * Threads: Paho calls back on its own threads. A message's PUBACK goes out
- * when the message-arrived callback returns, so that callback only copies
- * the message and posts it to the loop's mailbox. ingest_tick, ingest_start
+ * when the message-arrived callback returns, so that callback copies the
+ * message and submits it to the pipeline, which in commit mode returns once
+ * the message is stored. ingest_tick, ingest_start
  * and ingest_stop run on the event loop thread; ingest_publish may be called
  * from any thread.
  */
@@ -17,6 +18,7 @@
 
 #include "config.h"
 #include "mailbox.h"
+#include "pipeline.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,9 +32,11 @@ enum ingest_publish_result {
     INGEST_PUBLISH_FAILED = 2,
 };
 
-/* Borrows @cfg and @mb for the lifetime of the ingest. Returns NULL with a
- * logged reason when the Paho client could not be created. */
-struct ingest *ingest_create(const struct config *cfg, struct mailbox *mb);
+/* Borrows @cfg, @mb (for publish results) and @pipeline (for messages) for
+ * the lifetime of the ingest. Returns NULL with a logged reason when the
+ * Paho client could not be created. */
+struct ingest *ingest_create(const struct config *cfg, struct mailbox *mb,
+                             struct pipeline *pipeline);
 void ingest_destroy(struct ingest *in);
 
 /* Makes the first connection attempt; failures are retried by ingest_tick. */

@@ -1,4 +1,5 @@
 #include "mailbox.h"
+#include "sse.h"
 
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -92,6 +93,18 @@ void mail_free(struct mail *m)
     case MAIL_PUBLISH_DONE:
         free(m->u.publish_done.request_id_json);
         free(m->u.publish_done.error);
+        break;
+    case MAIL_SSE_OPEN:
+        if (m->u.sse_open.sse != NULL) {
+            sse_conn_close(m->u.sse_open.sse, "gateway shutting down");
+            sse_conn_destroy(m->u.sse_open.sse);
+        }
+        free(m->u.sse_open.filter);
+        break;
+    case MAIL_HISTORY:
+        free(m->u.history.request_id_json);
+        free(m->u.history.filter);
+        store_history_cleanup(&m->u.history.result);
         break;
     }
     free(m);

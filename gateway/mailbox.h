@@ -10,6 +10,7 @@
 #define TIDEGATE_MAILBOX_H
 
 #include "msg.h"
+#include "store.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -17,11 +18,14 @@
 #include <stdint.h>
 
 struct MHD_UpgradeResponseHandle;
+struct sse_conn;
 
 enum mail_kind {
     MAIL_MESSAGE = 1,      /* a message from the broker */
     MAIL_UPGRADE = 2,      /* a socket upgraded to WebSocket */
     MAIL_PUBLISH_DONE = 3, /* the broker's answer to a client's publish */
+    MAIL_HISTORY = 4,      /* the history part of a subscription */
+    MAIL_SSE_OPEN = 5,     /* a new Server-Sent Events stream */
 };
 
 struct mail {
@@ -42,6 +46,20 @@ struct mail {
             bool ok;
             char *error;           /* why it failed, when !ok */
         } publish_done;
+        struct {
+            uint64_t session_id;
+            char *request_id_json;
+            char *filter;
+            enum history_kind kind;
+            bool failed;
+            struct store_history result;
+        } history;
+        struct {
+            struct sse_conn *sse;  /* the loop's reference */
+            char *filter;
+            struct history_request history;
+            char peer[64];
+        } sse_open;
     } u;
 };
 

@@ -14,6 +14,16 @@ bool metrics_broker_connected(void)
     return atomic_load_explicit(&metrics.broker_connected, memory_order_relaxed) != 0;
 }
 
+void metrics_set_store_healthy(bool healthy)
+{
+    atomic_store_explicit(&metrics.store_healthy, healthy ? 1 : 0, memory_order_relaxed);
+}
+
+bool metrics_store_healthy(void)
+{
+    return atomic_load_explicit(&metrics.store_healthy, memory_order_relaxed) != 0;
+}
+
 static void render_one(struct buf *out, const char *name, const char *type, const char *help,
                        long long value)
 {
@@ -51,4 +61,18 @@ void metrics_render(struct buf *out)
     GAUGE("tidegate_broker_connected", broker_connected,
           "1 when connected to the MQTT broker, 0 otherwise.");
     COUNTER("tidegate_http_requests_total", http_requests, "HTTP requests received.");
+    COUNTER("tidegate_messages_stored_total", messages_stored,
+            "Messages committed to the window store.");
+    COUNTER("tidegate_messages_not_stored_total", messages_not_stored,
+            "Messages delivered live but not stored because the store failed.");
+    COUNTER("tidegate_store_errors_total", store_errors, "Store batches that failed to commit.");
+    COUNTER("tidegate_duplicates_dropped_total", duplicates_dropped,
+            "Broker redeliveries dropped because they were already stored.");
+    GAUGE("tidegate_store_healthy", store_healthy,
+          "1 when the last store commit succeeded, 0 while the store is degraded.");
+    COUNTER("tidegate_history_requests_total", history_requests,
+            "History requests served (WebSocket and HTTP).");
+    COUNTER("tidegate_history_messages_total", history_messages,
+            "History messages sent to clients.");
+    GAUGE("tidegate_sse_streams", sse_streams, "Server-Sent Events streams open now.");
 }

@@ -24,6 +24,14 @@ struct metrics {
     atomic_int_fast64_t subscriptions;
     atomic_int_fast64_t broker_connected;     /* 0 or 1 */
     atomic_uint_fast64_t http_requests;
+    atomic_uint_fast64_t messages_stored;
+    atomic_uint_fast64_t messages_not_stored; /* delivered live while the store failed */
+    atomic_uint_fast64_t store_errors;
+    atomic_uint_fast64_t duplicates_dropped;  /* broker redeliveries already stored */
+    atomic_int_fast64_t store_healthy;        /* 0 or 1 */
+    atomic_uint_fast64_t history_requests;
+    atomic_uint_fast64_t history_messages;
+    atomic_int_fast64_t sse_streams;
 };
 
 extern struct metrics metrics;
@@ -40,6 +48,8 @@ static inline void metrics_gauge_add(atomic_int_fast64_t *gauge, int64_t n)
 
 void metrics_set_broker_connected(bool connected);
 bool metrics_broker_connected(void);
+void metrics_set_store_healthy(bool healthy);
+bool metrics_store_healthy(void);
 
 /* Appends every metric in the Prometheus text exposition format. */
 void metrics_render(struct buf *out);

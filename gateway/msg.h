@@ -33,6 +33,8 @@ struct msg {
     int64_t ts_ms;   /* arrival time, ms since the Unix epoch */
     uint8_t qos;
     bool retain;
+    bool dup;        /* the broker's DUP flag: a redelivery */
+    uint16_t mqtt_id; /* the MQTT packet id, for spotting redeliveries */
     enum payload_encoding encoding;
     char *topic;     /* NUL-terminated, valid UTF-8 */
     size_t topic_len;

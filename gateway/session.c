@@ -1,9 +1,11 @@
 #include "session.h"
 #include "gateway.h"
+#include "history.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
+#include "sse.h"
 #include "topic.h"
 #include "utf8.h"
 #include "ws.h"
@@ -15,6 +17,84 @@
 #define COMPONENT "session"
 
 static void on_text(struct ws_conn *conn, const uint8_t *data, size_t len, void *user);
+static void handle_subscribe(struct session *s, struct request *req);
+
+/* ---- the transport: a WebSocket connection or a Server-Sent Events stream ---- */
+
+static bool out_closing(const struct session *s)
+{
+    return s->ws ? ws_conn_is_closing(s->ws) : sse_conn_is_closing(s->sse);
+}
+
+/* Queues @f; @m, when given, is the message it carries (for the SSE id).
+ * Exempt frames do not count against the send queue limit. Returns false
+ * when the limit was passed and the client is being closed. */
+static bool out_send(struct session *s, struct frame *f, const struct msg *m, bool exempt)
+{
+    char id[SEQUENCER_EPOCH_LEN + 24];
+    const uint8_t *json;
+    size_t len;
+
+    if (s->ws != NULL) {
+        if (exempt) {
+            ws_conn_send_exempt(s->ws, f);
+            return true;
+        }
+        return ws_conn_send(s->ws, f);
+    }
+    json = ws_frame_payload(f, &len);
+    if (m != NULL)
+        snprintf(id, sizeof(id), "%s:%llu", s->gw->epoch, (unsigned long long)m->seq);
+    return sse_conn_send(s->sse, json, len, m ? id : NULL, exempt);
+}
+
+static size_t out_queued_bytes(const struct session *s)
+{
+    return s->ws ? ws_conn_queued_bytes(s->ws) : sse_conn_queued_bytes(s->sse);
+}
+
+static void out_close(struct session *s, uint16_t code, const char *reason)
+{
+    if (s->ws != NULL)
+        ws_conn_close(s->ws, code, reason, true);
+    else
+        sse_conn_close(s->sse, reason);
+}
+
+void session_flush(struct session *s)
+{
+    if (s->ws != NULL)
+        ws_conn_flush(s->ws);
+    else
+        sse_conn_flush(s->sse);
+}
+
+void session_tick(struct session *s, int64_t now_ms)
+{
+    if (s->ws != NULL)
+        ws_conn_tick(s->ws, now_ms);
+    else
+        sse_conn_tick(s->sse, now_ms);
+}
+
+void session_close(struct session *s, uint16_t code, const char *reason)
+{
+    if (s->ws != NULL)
+        ws_conn_close(s->ws, code, reason, false);
+    else
+        sse_conn_close(s->sse, reason);
+    session_mark_dirty(s);
+}
+
+bool session_is_done(const struct session *s)
+{
+    return s->ws ? ws_conn_is_done(s->ws) : sse_conn_is_done(s->sse);
+}
+
+const char *session_end_reason(const struct session *s)
+{
+    return s->ws ? ws_conn_end_reason(s->ws) : sse_conn_end_reason(s->sse);
+}
 
 static void send_frame(struct session *s, struct frame *f)
 {
@@ -23,7 +103,9 @@ static void send_frame(struct session *s, struct frame *f)
                   (unsigned long long)s->id);
         return;
     }
-    ws_conn_send(s->ws, f);
+    /* Replies are small and bounded by the requests: they never count as a
+     * slow client. */
+    out_send(s, f, NULL, true);
     frame_unref(f);
     session_mark_dirty(s);
 }
@@ -59,7 +141,7 @@ static void send_welcome(struct session *s)
 {
     const struct gateway *gw = s->gw;
     json_t *obj = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I, s:I}", "type", "welcome", "epoch",
-                            gw->sequencer.epoch, "seq", (json_int_t)gw->sequencer.last_seq,
+                            gw->epoch, "seq", (json_int_t)gw->last_seq,
                             "server", "tidegate", "version", TIDEGATE_VERSION,
                             "max_message_bytes", (json_int_t)gw->cfg->max_message_bytes,
                             "session", (json_int_t)s->id);
@@ -86,6 +168,29 @@ struct session *session_create(struct gateway *gw, int fd, struct MHD_UpgradeRes
     return s;
 }
 
+struct session *session_create_sse(struct gateway *gw, struct sse_conn *sse, const char *peer,
+                                   const char *filter, const struct history_request *history)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    struct request req;
+
+    if (s == NULL)
+        return NULL;
+    s->gw = gw;
+    s->id = ++gw->next_session_id;
+    s->sse = sse;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    send_welcome(s);
+
+    memset(&req, 0, sizeof(req));
+    req.type = REQUEST_SUBSCRIBE;
+    req.filter = filter;
+    req.filter_len = strlen(filter);
+    req.history = *history;
+    handle_subscribe(s, &req);
+    return s;
+}
+
 void session_destroy(struct session *s)
 {
     if (s == NULL)
@@ -96,7 +201,11 @@ void session_destroy(struct session *s)
     }
     metrics_gauge_add(&metrics.subscriptions, -(int64_t)s->filter_count);
     free(s->filters);
+    for (size_t i = 0; i < s->held_count; i++)
+        msg_unref(s->held[i]);
+    free(s->held);
     ws_conn_destroy(s->ws);
+    sse_conn_destroy(s->sse);
     free(s);
 }
 
@@ -111,11 +220,62 @@ void session_mark_dirty(struct session *s)
 
 void session_check_done(struct session *s)
 {
-    if (s->reaping || !ws_conn_is_done(s->ws))
+    if (s->reaping || !session_is_done(s))
         return;
     s->reaping = true;
     s->reap_next = s->gw->reap;
     s->gw->reap = s;
+}
+
+static void close_slow(struct session *s, size_t queued)
+{
+    metrics_add(&metrics.slow_client_disconnects, 1);
+    log_warn(COMPONENT, "session %llu (%s): closing a slow client: %zu bytes queued, limit %d",
+             (unsigned long long)s->id, s->peer, queued, s->gw->cfg->send_queue_bytes);
+}
+
+static void send_live(struct session *s, struct msg *m)
+{
+    if (m->live_frame == NULL) {
+        /* Encoded once, on the first match, and shared by every client. */
+        m->live_frame = protocol_encode_message(m, false);
+        if (m->live_frame == NULL)
+            return;
+    }
+    if (out_closing(s))
+        return;
+    if (!out_send(s, m->live_frame, m, false))
+        close_slow(s, out_queued_bytes(s));
+    else
+        metrics_add(&metrics.messages_delivered, 1);
+    session_mark_dirty(s);
+}
+
+/* Keeps @m until the pending history is sent. Held bytes count against the
+ * same limit as the send queue. */
+static void hold(struct session *s, struct msg *m)
+{
+    size_t cost = m->topic_len + m->payload_len + 64;
+
+    if (out_closing(s))
+        return;
+    if (s->held_bytes + cost > (size_t)s->gw->cfg->send_queue_bytes) {
+        out_close(s, WS_CLOSE_POLICY_VIOLATION,
+                  "client too slow: live messages piled up behind its history");
+        close_slow(s, s->held_bytes);
+        session_mark_dirty(s);
+        return;
+    }
+    if (s->held_count == s->held_cap) {
+        size_t cap = s->held_cap ? s->held_cap * 2 : 64;
+        struct msg **held = realloc(s->held, cap * sizeof(*held));
+        if (held == NULL)
+            return;
+        s->held = held;
+        s->held_cap = cap;
+    }
+    s->held[s->held_count++] = msg_ref(m);
+    s->held_bytes += cost;
 }
 
 void session_deliver(struct hub_subscriber *subscriber, void *arg)
@@ -123,23 +283,68 @@ void session_deliver(struct hub_subscriber *subscriber, void *arg)
     struct session *s = (struct session *)subscriber;
     struct msg *m = arg;
 
-    if (m->live_frame == NULL) {
-        /* Encoded once, on the first match, and shared by every client. */
-        m->live_frame = protocol_encode_message(m, false);
-        if (m->live_frame == NULL)
-            return;
+    if (s->pending_history > 0)
+        hold(s, m);
+    else
+        send_live(s, m);
+}
+
+static void release_held(struct session *s)
+{
+    for (size_t i = 0; i < s->held_count; i++) {
+        send_live(s, s->held[i]);
+        msg_unref(s->held[i]);
     }
-    if (ws_conn_is_closing(s->ws))
-        return;
-    if (!ws_conn_send(s->ws, m->live_frame)) {
-        metrics_add(&metrics.slow_client_disconnects, 1);
-        log_warn(COMPONENT, "session %llu (%s): closing a slow client: %zu bytes queued, limit %d",
-                 (unsigned long long)s->id, s->peer, ws_conn_queued_bytes(s->ws),
-                 s->gw->cfg->send_queue_bytes);
+    s->held_count = 0;
+    s->held_bytes = 0;
+}
+
+static void send_subscribed(struct session *s, json_t *id, const char *filter, bool recovered,
+                            const struct store_history *h)
+{
+    json_t *reply = reply_new("subscribed", id);
+
+    json_object_set_new(reply, "filter", json_string(filter));
+    json_object_set_new(reply, "recovered", json_boolean(recovered));
+    if (h != NULL) {
+        json_object_set_new(reply, "epoch", json_string(h->epoch));
+        json_object_set_new(reply, "history_count", json_integer((json_int_t)h->count));
+        json_object_set_new(reply, "truncated", json_boolean(h->truncated));
+        if (h->count > 0)
+            json_object_set_new(reply, "first_seq", json_integer((json_int_t)h->first_seq));
+    }
+    send_json(s, reply);
+}
+
+void session_history_done(struct session *s, struct mail *mail)
+{
+    struct store_history *h = &mail->u.history.result;
+    json_t *id = mail->u.history.request_id_json
+                     ? json_loads(mail->u.history.request_id_json, JSON_DECODE_ANY, NULL)
+                     : NULL;
+
+    if (mail->u.history.failed) {
+        /* The subscription stands; only its past is missing. */
+        send_subscribed(s, id, mail->u.history.filter, false, h);
     } else {
-        metrics_add(&metrics.messages_delivered, 1);
+        send_subscribed(s, id, mail->u.history.filter, h->recovered, h);
+        for (size_t i = 0; i < h->count && !out_closing(s); i++) {
+            struct frame *f = protocol_encode_message(h->msgs[i], true);
+            if (f == NULL)
+                break;
+            out_send(s, f, h->msgs[i], true);
+            frame_unref(f);
+        }
+        metrics_add(&metrics.history_messages, h->count);
+        log_debug(COMPONENT, "session %llu (%s): sent %zu history message(s) for '%s'%s",
+                  (unsigned long long)s->id, s->peer, h->count, mail->u.history.filter,
+                  h->recovered ? "" : " (not recovered)");
     }
+    json_decref(id);
     session_mark_dirty(s);
+
+    if (s->pending_history > 0 && --s->pending_history == 0)
+        release_held(s);
 }
 
 static struct session_filter *find_filter(struct session *s, const char *filter)
@@ -181,7 +386,7 @@ static void handle_subscribe(struct session *s, struct request *req)
 {
     const char *why = topic_check_filter(req->filter, req->filter_len);
     char message[256];
-    json_t *reply;
+    char *id_json;
 
     if (why != NULL) {
         snprintf(message, sizeof(message), "invalid filter: the filter %s", why);
@@ -196,12 +401,21 @@ static void handle_subscribe(struct session *s, struct request *req)
     log_debug(COMPONENT, "session %llu (%s): subscribed to '%s'", (unsigned long long)s->id,
               s->peer, req->filter);
 
-    /* NOTE: no message window exists yet, so requested history cannot be
-     * recovered; the reply says so with recovered:false. */
-    reply = reply_new("subscribed", req->id);
-    json_object_set_new(reply, "filter", json_string(req->filter));
-    json_object_set_new(reply, "recovered", json_boolean(req->history.kind == HISTORY_NONE));
-    send_json(s, reply);
+    if (req->history.kind == HISTORY_NONE) {
+        send_subscribed(s, req->id, req->filter, true, NULL);
+        return;
+    }
+
+    /* Live messages from now on wait until the history up to the last seq
+     * delivered so far has been read and sent: no gap, no duplicate. */
+    id_json = req->id ? json_dumps(req->id, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    if (!history_submit(s->gw->history, s->id, id_json, req->filter, &req->history,
+                        s->gw->last_seq)) {
+        send_subscribed(s, req->id, req->filter, false, NULL);
+    } else {
+        s->pending_history++;
+    }
+    free(id_json);
 }
 
 static void handle_unsubscribe(struct session *s, struct request *req)

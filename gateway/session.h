@@ -12,7 +12,10 @@
 #include <stdint.h>
 
 struct gateway;
+struct mail;
 struct ws_conn;
+struct sse_conn;
+struct history_request;
 struct MHD_UpgradeResponseHandle;
 
 struct session_filter {
@@ -24,12 +27,21 @@ struct session {
     struct hub_subscriber subscriber; /* first, so the hub's pointer converts back */
     uint64_t id;
     struct gateway *gw;
-    struct ws_conn *ws;
+    struct ws_conn *ws;   /* exactly one of ws and sse is set */
+    struct sse_conn *sse;
     char peer[64];
 
     struct session_filter *filters;
     size_t filter_count;
     size_t filter_cap;
+
+    /* While history requests are in flight, live messages wait here so
+     * they follow the history in seq order. */
+    unsigned pending_history;
+    struct msg **held;
+    size_t held_count;
+    size_t held_cap;
+    size_t held_bytes;
 
     struct session *prev;
     struct session *next;
@@ -47,6 +59,21 @@ struct session {
 struct session *session_create(struct gateway *gw, int fd, struct MHD_UpgradeResponseHandle *urh,
                                const char *extra, size_t extra_len, const char *peer);
 
+/*
+ * Creates a session on a Server-Sent Events stream, subscribed to @filter
+ * with @history (HISTORY_NONE for live only). Adopts the loop's reference
+ * to @sse. Returns NULL when out of memory.
+ */
+struct session *session_create_sse(struct gateway *gw, struct sse_conn *sse, const char *peer,
+                                   const char *filter, const struct history_request *history);
+
+/* Transport-neutral operations for the loop. */
+void session_flush(struct session *s);
+void session_tick(struct session *s, int64_t now_ms);
+void session_close(struct session *s, uint16_t code, const char *reason);
+bool session_is_done(const struct session *s);
+const char *session_end_reason(const struct session *s);
+
 /* Removes the session's subscriptions and frees it with its connection. */
 void session_destroy(struct session *s);
 
@@ -56,6 +83,10 @@ void session_deliver(struct hub_subscriber *subscriber, void *arg);
 /* Sends the result of a publish request back to the client. */
 void session_publish_done(struct session *s, const char *request_id_json, bool ok,
                           const char *error);
+
+/* Sends the history that was read for a subscription, then the live
+ * messages held meanwhile. @mail is a MAIL_HISTORY; its result is used up. */
+void session_history_done(struct session *s, struct mail *mail);
 
 /* Marks the session for a flush or for reaping at the end of the loop turn. */
 void session_mark_dirty(struct session *s);

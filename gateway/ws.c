@@ -25,6 +25,11 @@
 /* Frames per writev call. */
 #define WS_WRITEV_MAX 64
 
+struct out_item {
+    struct frame *frame;
+    bool exempt;
+};
+
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 struct ws_conn {
@@ -40,13 +45,15 @@ struct ws_conn {
     size_t extra_len;
     size_t extra_off;
 
-    /* The output queue: a ring of frames; the head may be partly written. */
-    struct frame **queue;
+    /* The output queue: a ring of frames; the head may be partly written.
+     * Exempt frames (replies, history) do not count against the limit. */
+    struct out_item *queue;
     size_t queue_cap;
     size_t queue_head;
     size_t queue_count;
     size_t head_offset;
     size_t queued_bytes;
+    size_t exempt_bytes;
 
     int64_t last_recv_ms;
     int64_t last_ping_ms;
@@ -129,6 +136,15 @@ struct frame *ws_frame_finish(struct buf *b, uint8_t opcode)
     return f;
 }
 
+const uint8_t *ws_frame_payload(const struct frame *f, size_t *len)
+{
+    uint8_t len7 = f->data[1] & 0x7f;
+    size_t header = len7 < 126 ? 2 : len7 == 126 ? 4 : 10;
+
+    *len = f->len - header;
+    return f->data + header;
+}
+
 /* Creates a private frame holding a copy of bytes wslay produced. */
 static struct frame *frame_copy(const uint8_t *data, size_t len)
 {
@@ -157,11 +173,11 @@ static void conn_finish(struct ws_conn *conn, const char *reason)
         conn->end_reason = reason;
 }
 
-static bool queue_push(struct ws_conn *conn, struct frame *f)
+static bool queue_push(struct ws_conn *conn, struct frame *f, bool exempt)
 {
     if (conn->queue_count == conn->queue_cap) {
         size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 16;
-        struct frame **q = malloc(cap * sizeof(*q));
+        struct out_item *q = malloc(cap * sizeof(*q));
         if (q == NULL)
             return false;
         for (size_t i = 0; i < conn->queue_count; i++)
@@ -171,17 +187,23 @@ static bool queue_push(struct ws_conn *conn, struct frame *f)
         conn->queue_cap = cap;
         conn->queue_head = 0;
     }
-    conn->queue[(conn->queue_head + conn->queue_count) % conn->queue_cap] = f;
+    conn->queue[(conn->queue_head + conn->queue_count) % conn->queue_cap] =
+        (struct out_item){f, exempt};
     conn->queue_count++;
     conn->queued_bytes += f->len;
+    if (exempt)
+        conn->exempt_bytes += f->len;
     return true;
 }
 
 static void queue_pop(struct ws_conn *conn)
 {
-    struct frame *f = conn->queue[conn->queue_head];
+    struct out_item item = conn->queue[conn->queue_head];
+    struct frame *f = item.frame;
 
     conn->queued_bytes -= f->len - conn->head_offset;
+    if (item.exempt)
+        conn->exempt_bytes -= f->len - conn->head_offset;
     conn->head_offset = 0;
     conn->queue_head = (conn->queue_head + 1) % conn->queue_cap;
     conn->queue_count--;
@@ -195,8 +217,10 @@ static void queue_drop_unstarted(struct ws_conn *conn)
 
     while (conn->queue_count > keep) {
         size_t last = (conn->queue_head + conn->queue_count - 1) % conn->queue_cap;
-        struct frame *f = conn->queue[last];
+        struct frame *f = conn->queue[last].frame;
         conn->queued_bytes -= f->len;
+        if (conn->queue[last].exempt)
+            conn->exempt_bytes -= f->len;
         conn->queue_count--;
         frame_unref(f);
     }
@@ -240,7 +264,7 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
     struct ws_conn *conn = user;
     struct frame *f = frame_copy(data, len);
 
-    if (f == NULL || !queue_push(conn, f)) {
+    if (f == NULL || !queue_push(conn, f, true)) {
         frame_unref(f);
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
@@ -373,7 +397,7 @@ void ws_conn_flush(struct ws_conn *conn)
         ssize_t written;
 
         for (size_t i = 0; i < conn->queue_count && n < WS_WRITEV_MAX; i++) {
-            struct frame *f = conn->queue[(conn->queue_head + i) % conn->queue_cap];
+            struct frame *f = conn->queue[(conn->queue_head + i) % conn->queue_cap].frame;
             size_t off = i == 0 ? conn->head_offset : 0;
             iov[n].iov_base = f->data + off;
             iov[n].iov_len = f->len - off;
@@ -391,11 +415,13 @@ void ws_conn_flush(struct ws_conn *conn)
 
         size_t left = (size_t)written;
         while (left > 0) {
-            struct frame *head = conn->queue[conn->queue_head];
+            struct frame *head = conn->queue[conn->queue_head].frame;
             size_t rest = head->len - conn->head_offset;
             if (left < rest) {
                 conn->head_offset += left;
                 conn->queued_bytes -= left;
+                if (conn->queue[conn->queue_head].exempt)
+                    conn->exempt_bytes -= left;
                 break;
             }
             left -= rest;
@@ -451,7 +477,7 @@ bool ws_conn_send(struct ws_conn *conn, struct frame *f)
 {
     if (conn->closing || conn->done)
         return true;
-    if (conn->queued_bytes + f->len > conn->cfg->send_queue_bytes) {
+    if (conn->queued_bytes - conn->exempt_bytes + f->len > conn->cfg->send_queue_bytes) {
         char reason[96];
         snprintf(reason, sizeof(reason), "client too slow: send queue over %zu bytes",
                  conn->cfg->send_queue_bytes);
@@ -459,12 +485,22 @@ bool ws_conn_send(struct ws_conn *conn, struct frame *f)
         conn->end_reason = "client too slow: send queue full";
         return false;
     }
-    if (!queue_push(conn, frame_ref(f))) {
+    if (!queue_push(conn, frame_ref(f), false)) {
         frame_unref(f);
         ws_conn_close(conn, WS_CLOSE_INTERNAL_ERROR, "out of memory", true);
         return false;
     }
     return true;
+}
+
+void ws_conn_send_exempt(struct ws_conn *conn, struct frame *f)
+{
+    if (conn->closing || conn->done)
+        return;
+    if (!queue_push(conn, frame_ref(f), true)) {
+        frame_unref(f);
+        ws_conn_close(conn, WS_CLOSE_INTERNAL_ERROR, "out of memory", true);
+    }
 }
 
 void ws_conn_close(struct ws_conn *conn, uint16_t code, const char *reason, bool drop_queued)

@@ -75,6 +75,9 @@ void ws_frame_begin(struct buf *b);
  */
 struct frame *ws_frame_finish(struct buf *b, uint8_t opcode);
 
+/* Returns the payload of a frame made by ws_frame_finish and its length. */
+const uint8_t *ws_frame_payload(const struct frame *f, size_t *len);
+
 /*
  * Creates a connection on the upgraded socket @fd. @extra holds the bytes
  * libmicrohttpd read past the HTTP request; they are parsed before anything
@@ -99,6 +102,13 @@ void ws_conn_handle_events(struct ws_conn *conn, uint32_t events);
  * then not queued. Frames queued after a close started are dropped.
  */
 bool ws_conn_send(struct ws_conn *conn, struct frame *f);
+
+/*
+ * Queues a frame, taking a reference, without counting it against the
+ * send queue limit: for replies and history, whose size the gateway bounds
+ * itself. Live frames queued after it still see only live bytes counted.
+ */
+void ws_conn_send_exempt(struct ws_conn *conn, struct frame *f);
 
 /* Writes as much of the queue as the socket takes now. */
 void ws_conn_flush(struct ws_conn *conn);

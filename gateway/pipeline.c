@@ -1,0 +1,241 @@
+#include "pipeline.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMPONENT "store"
+
+/* Most messages committed in one transaction. */
+#define PIPELINE_BATCH_MAX 4096
+
+/* In batched mode, submitters wait while this many messages are queued. */
+#define PIPELINE_QUEUE_MAX 100000
+
+struct pipeline {
+    const struct config *cfg;
+    struct mailbox *mb;
+    struct store *store;
+    struct sequencer sequencer; /* owned by the thread after start */
+    struct sequencer initial;
+    bool wait_for_commit;
+
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t queued;    /* the thread waits for work */
+    pthread_cond_t committed; /* submitters wait for their ticket */
+    struct msg **queue;
+    size_t queue_len;
+    size_t queue_cap;
+    uint64_t tickets_issued;
+    uint64_t tickets_done;
+    bool stopping;
+
+    atomic_bool healthy;
+    struct log_ratelimit error_rl;
+};
+
+struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb)
+{
+    struct store_options opts = {
+        .path = cfg->db,
+        .window_ms = (int64_t)cfg->window_seconds * 1000,
+        .max_messages = cfg->window_max_messages,
+    };
+    struct pipeline *p = calloc(1, sizeof(*p));
+    char err[512];
+
+    if (p == NULL)
+        return NULL;
+    p->cfg = cfg;
+    p->mb = mb;
+    p->wait_for_commit = strcmp(cfg->durability, "commit") == 0;
+
+    p->store = store_open(&opts, err, sizeof(err));
+    if (p->store == NULL) {
+        log_error(COMPONENT, "cannot open the window store: %s", err);
+        free(p);
+        return NULL;
+    }
+    store_sequencer_state(p->store, &p->sequencer);
+    p->initial = p->sequencer;
+    atomic_init(&p->healthy, true);
+    metrics_set_store_healthy(true);
+
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->queued, NULL);
+    pthread_cond_init(&p->committed, NULL);
+    log_info(COMPONENT, "opened %s: epoch %s, next seq %llu, window %ds / %d messages, "
+             "durability %s",
+             cfg->db, p->sequencer.epoch, (unsigned long long)p->sequencer.last_seq + 1,
+             cfg->window_seconds, cfg->window_max_messages, cfg->durability);
+    return p;
+}
+
+void pipeline_initial_state(const struct pipeline *p, struct sequencer *out)
+{
+    *out = p->initial;
+}
+
+bool pipeline_store_healthy(const struct pipeline *p)
+{
+    return atomic_load(&p->healthy);
+}
+
+void pipeline_submit(struct pipeline *p, struct msg *m)
+{
+    uint64_t ticket;
+
+    pthread_mutex_lock(&p->lock);
+    while (!p->wait_for_commit && p->queue_len >= PIPELINE_QUEUE_MAX && !p->stopping)
+        pthread_cond_wait(&p->committed, &p->lock);
+    if (p->queue_len == p->queue_cap) {
+        size_t cap = p->queue_cap ? p->queue_cap * 2 : 1024;
+        struct msg **q = realloc(p->queue, cap * sizeof(*q));
+        if (q == NULL) {
+            pthread_mutex_unlock(&p->lock);
+            log_error(COMPONENT, "out of memory queueing a message on '%s'; dropped", m->topic);
+            msg_unref(m);
+            return;
+        }
+        p->queue = q;
+        p->queue_cap = cap;
+    }
+    p->queue[p->queue_len++] = m;
+    ticket = ++p->tickets_issued;
+    pthread_cond_signal(&p->queued);
+
+    while (p->wait_for_commit && p->tickets_done < ticket && !p->stopping)
+        pthread_cond_wait(&p->committed, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Drops redeliveries of messages already stored; returns the new count. */
+static size_t drop_duplicates(struct pipeline *p, struct msg **batch, size_t count)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        if (batch[i]->dup && store_is_duplicate(p->store, batch[i])) {
+            metrics_add(&metrics.duplicates_dropped, 1);
+            log_debug(COMPONENT, "dropping a redelivered message on '%s' (MQTT id %u): "
+                      "already stored",
+                      batch[i]->topic, batch[i]->mqtt_id);
+            msg_unref(batch[i]);
+            continue;
+        }
+        batch[kept++] = batch[i];
+    }
+    return kept;
+}
+
+static void commit_batch(struct pipeline *p, struct msg **batch, size_t count)
+{
+    bool was_healthy = atomic_load(&p->healthy);
+
+    for (size_t i = 0; i < count; i++)
+        sequencer_assign(&p->sequencer, batch[i]);
+
+    if (store_append(p->store, batch, count) == STORE_OK) {
+        metrics_add(&metrics.messages_stored, count);
+        if (!was_healthy) {
+            log_info(COMPONENT, "the store works again; new messages are stored");
+            atomic_store(&p->healthy, true);
+            metrics_set_store_healthy(true);
+        }
+        return;
+    }
+
+    /* Live delivery goes on; the next batch tries the store again. */
+    metrics_add(&metrics.store_errors, 1);
+    metrics_add(&metrics.messages_not_stored, count);
+    atomic_store(&p->healthy, false);
+    metrics_set_store_healthy(false);
+    log_limited(&p->error_rl, LOG_ERROR, COMPONENT,
+                "%s (%s); %zu message(s) delivered live but not stored, seq %llu to %llu",
+                store_error(p->store), p->cfg->db, count, (unsigned long long)batch[0]->seq,
+                (unsigned long long)batch[count - 1]->seq);
+}
+
+static void forward(struct pipeline *p, struct msg **batch, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        struct mail *mail = calloc(1, sizeof(*mail));
+        if (mail == NULL) {
+            msg_unref(batch[i]);
+            continue;
+        }
+        mail->kind = MAIL_MESSAGE;
+        mail->u.message = batch[i];
+        mailbox_post(p->mb, mail);
+    }
+}
+
+static void *pipeline_main(void *arg)
+{
+    struct pipeline *p = arg;
+    struct msg *batch[PIPELINE_BATCH_MAX];
+
+    for (;;) {
+        size_t count;
+        uint64_t last_ticket;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->queue_len == 0 && !p->stopping)
+            pthread_cond_wait(&p->queued, &p->lock);
+        if (p->queue_len == 0 && p->stopping) {
+            pthread_mutex_unlock(&p->lock);
+            break;
+        }
+        count = p->queue_len < PIPELINE_BATCH_MAX ? p->queue_len : PIPELINE_BATCH_MAX;
+        memcpy(batch, p->queue, count * sizeof(*batch));
+        memmove(p->queue, p->queue + count, (p->queue_len - count) * sizeof(*p->queue));
+        p->queue_len -= count;
+        last_ticket = p->tickets_issued - p->queue_len;
+        pthread_mutex_unlock(&p->lock);
+
+        count = drop_duplicates(p, batch, count);
+        if (count > 0)
+            commit_batch(p, batch, count);
+
+        /* The PUBACKs may go now: the batch is stored (or could not be). */
+        pthread_mutex_lock(&p->lock);
+        p->tickets_done = last_ticket;
+        pthread_cond_broadcast(&p->committed);
+        pthread_mutex_unlock(&p->lock);
+
+        forward(p, batch, count);
+    }
+    return NULL;
+}
+
+bool pipeline_start(struct pipeline *p)
+{
+    return pthread_create(&p->thread, NULL, pipeline_main, p) == 0;
+}
+
+void pipeline_destroy(struct pipeline *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->queued);
+    pthread_cond_broadcast(&p->committed);
+    pthread_mutex_unlock(&p->lock);
+    if (p->thread)
+        pthread_join(p->thread, NULL);
+
+    store_close(p->store, p->sequencer.last_seq);
+    log_info(COMPONENT, "closed %s at seq %llu", p->cfg->db,
+             (unsigned long long)p->sequencer.last_seq);
+    free(p->queue);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->queued);
+    pthread_cond_destroy(&p->committed);
+    free(p);
+}

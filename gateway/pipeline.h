@@ -1,0 +1,53 @@
+/*
+ * The pipeline between ingest and the hub: it gives each message its seq
+ * and arrival time, commits it to the window store in batches, and then
+ * hands it to the event loop for fan-out. It runs on its own thread so
+ * neither Paho's thread nor the loop ever waits for the disk.
+ *
+ * Delivery guarantee: in the default "commit" mode pipeline_submit returns
+ * only after the message is committed, and Paho sends the PUBACK after the
+ * message-arrived callback returns, so the broker keeps (and redelivers)
+ * anything a killed gateway had not stored. In "batched" mode it returns
+ * at once: faster, but messages queued at a crash are lost.
+ *
+ * While the store fails (disk full, I/O error, locked file) messages still
+ * flow live, unstored, and every batch retries the store.
+ */
+#ifndef TIDEGATE_PIPELINE_H
+#define TIDEGATE_PIPELINE_H
+
+#include "config.h"
+#include "mailbox.h"
+#include "msg.h"
+#include "sequencer.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pipeline;
+
+/*
+ * Opens the store named in @cfg and starts the thread. Returns NULL with
+ * the reason logged (the store could not be opened). Borrows @cfg and @mb.
+ */
+struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb);
+
+/* Starts the pipeline's thread. Returns false when it could not start. */
+bool pipeline_start(struct pipeline *p);
+
+/* Stops taking messages, commits what is queued, closes the store. */
+void pipeline_destroy(struct pipeline *p);
+
+/*
+ * Adopts @m. Called on Paho's thread. In commit mode, blocks until @m is
+ * committed (or the store failed on it and it went out live).
+ */
+void pipeline_submit(struct pipeline *p, struct msg *m);
+
+/* The epoch and the last seq handed out before any new message; read once
+ * at start-up by the loop. */
+void pipeline_initial_state(const struct pipeline *p, struct sequencer *out);
+
+bool pipeline_store_healthy(const struct pipeline *p);
+
+#endif
