@@ -377,6 +377,7 @@ int gateway_run(struct gateway *gw)
         loop_once(gw, 50);
 
     ingest_stop(gw->ingest, 1000);
+    mailbox_close(&gw->mailbox);
 
     /* Everything taken from the broker is committed before the exit. */
     pipeline_destroy(gw->pipeline);

@@ -40,8 +40,13 @@ void mailbox_post(struct mailbox *mb, struct mail *m)
 
     m->next = NULL;
     pthread_mutex_lock(&mb->lock);
+    if (mb->closed) {
+        pthread_mutex_unlock(&mb->lock);
+        mail_free(m);
+        return;
+    }
     if (m->kind == MAIL_MESSAGE) {
-        while (mb->pending_messages >= mb->max_pending_messages)
+        while (mb->pending_messages >= mb->max_pending_messages && !mb->closed)
             pthread_cond_wait(&mb->drained, &mb->lock);
         mb->pending_messages++;
     }
@@ -58,6 +63,14 @@ void mailbox_post(struct mailbox *mb, struct mail *m)
         ssize_t n = write(mb->eventfd, &one, sizeof(one));
         (void)n;
     }
+}
+
+void mailbox_close(struct mailbox *mb)
+{
+    pthread_mutex_lock(&mb->lock);
+    mb->closed = true;
+    pthread_cond_broadcast(&mb->drained);
+    pthread_mutex_unlock(&mb->lock);
 }
 
 struct mail *mailbox_take_all(struct mailbox *mb)

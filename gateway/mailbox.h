@@ -70,6 +70,7 @@ struct mailbox {
     struct mail *tail;
     size_t pending_messages;
     size_t max_pending_messages;
+    bool closed; /* the loop no longer drains: posts are freed at once */
     int eventfd;
 };
 
@@ -83,6 +84,10 @@ void mailbox_cleanup(struct mailbox *mb);
  * what is not acknowledged) instead of growing memory without bound.
  */
 void mailbox_post(struct mailbox *mb, struct mail *m);
+
+/* Marks the mailbox as no longer drained, at shutdown: later posts are
+ * freed at once instead of waiting for room. */
+void mailbox_close(struct mailbox *mb);
 
 /* Takes every pending item, oldest first, and clears the eventfd. */
 struct mail *mailbox_take_all(struct mailbox *mb);

@@ -230,7 +230,7 @@ void session_check_done(struct session *s)
 static void close_slow(struct session *s, size_t queued)
 {
     metrics_add(&metrics.slow_client_disconnects, 1);
-    log_warn(COMPONENT, "session %llu (%s): closing a slow client: %zu bytes queued, limit %d",
+    log_warn(COMPONENT, "session %llu (%s): closing a slow client: %zu bytes would be queued, limit %d",
              (unsigned long long)s->id, s->peer, queued, s->gw->cfg->send_queue_bytes);
 }
 
@@ -244,8 +244,9 @@ static void send_live(struct session *s, struct msg *m)
     }
     if (out_closing(s))
         return;
+    size_t queued = out_queued_bytes(s);
     if (!out_send(s, m->live_frame, m, false))
-        close_slow(s, out_queued_bytes(s));
+        close_slow(s, queued + m->live_frame->len);
     else
         metrics_add(&metrics.messages_delivered, 1);
     session_mark_dirty(s);
