@@ -13,6 +13,11 @@
 /* Most messages committed in one transaction. */
 #define PIPELINE_BATCH_MAX 4096
 
+/* How long a commit waits for a lock another process holds on the file.
+ * While the store is degraded it does not wait at all, so messages keep
+ * flowing live at full speed and each batch still retries. */
+#define PIPELINE_BUSY_TIMEOUT_MS 1000
+
 /* In batched mode, submitters wait while this many messages are queued. */
 #define PIPELINE_QUEUE_MAX 100000
 
@@ -61,6 +66,7 @@ struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb)
         free(p);
         return NULL;
     }
+    store_set_busy_timeout(p->store, PIPELINE_BUSY_TIMEOUT_MS);
     store_sequencer_state(p->store, &p->sequencer);
     p->initial = p->sequencer;
     atomic_init(&p->healthy, true);
@@ -146,6 +152,7 @@ static void commit_batch(struct pipeline *p, struct msg **batch, size_t count)
             log_info(COMPONENT, "the store works again; new messages are stored");
             atomic_store(&p->healthy, true);
             metrics_set_store_healthy(true);
+            store_set_busy_timeout(p->store, PIPELINE_BUSY_TIMEOUT_MS);
         }
         return;
     }
@@ -155,6 +162,7 @@ static void commit_batch(struct pipeline *p, struct msg **batch, size_t count)
     metrics_add(&metrics.messages_not_stored, count);
     atomic_store(&p->healthy, false);
     metrics_set_store_healthy(false);
+    store_set_busy_timeout(p->store, 0);
     log_limited(&p->error_rl, LOG_ERROR, COMPONENT,
                 "%s (%s); %zu message(s) delivered live but not stored, seq %llu to %llu",
                 store_error(p->store), p->cfg->db, count, (unsigned long long)batch[0]->seq,

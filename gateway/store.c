@@ -628,6 +628,11 @@ int store_append(struct store *st, struct msg *const *msgs, size_t count)
     return STORE_OK;
 }
 
+void store_set_busy_timeout(struct store *st, int ms)
+{
+    sqlite3_busy_timeout(st->db, ms);
+}
+
 int store_set_max_pages(struct store *st, long pages)
 {
     char sql[64];

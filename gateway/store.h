@@ -78,6 +78,9 @@ int store_append(struct store *st, struct msg *const *msgs, size_t count);
  */
 int store_set_max_pages(struct store *st, long pages);
 
+/* Sets how long a write waits for a lock held by another process. */
+void store_set_busy_timeout(struct store *st, int ms);
+
 /* ---- readers ---- */
 
 struct store_reader *store_reader_open(const char *path, char *err, size_t err_size);
