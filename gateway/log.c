@@ -49,6 +49,9 @@ const char *log_level_name(enum log_level level)
 }
 
 static void log_vwrite(enum log_level level, const char *component, const char *suffix,
+                       const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void log_vwrite(enum log_level level, const char *component, const char *suffix,
                        const char *fmt, va_list ap)
 {
     char line[LOG_LINE_MAX];

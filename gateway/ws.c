@@ -369,7 +369,10 @@ void ws_conn_destroy(struct ws_conn *conn)
     wslay_event_context_free(conn->ctx);
     free(conn->extra);
     /* libmicrohttpd owns the socket: only it may close it. */
-    MHD_upgrade_action(conn->urh, MHD_UPGRADE_ACTION_CLOSE);
+    if (conn->urh != NULL)
+        MHD_upgrade_action(conn->urh, MHD_UPGRADE_ACTION_CLOSE);
+    else
+        close(conn->fd);
     free(conn);
 }
 

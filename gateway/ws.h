@@ -81,7 +81,8 @@ const uint8_t *ws_frame_payload(const struct frame *f, size_t *len);
 /*
  * Creates a connection on the upgraded socket @fd. @extra holds the bytes
  * libmicrohttpd read past the HTTP request; they are parsed before anything
- * read from the socket. Returns NULL when out of memory (the caller then
+ * read from the socket. With @urh NULL (tests, fuzzing) the connection
+ * owns @fd and closes it itself. Returns NULL when out of memory (the caller then
  * closes the socket through @urh).
  */
 struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
