@@ -85,6 +85,9 @@ static const struct setting settings[] = {
      check_durability},
     {"history_max_messages", SETTING_INT, OFF(history_max_messages), 1, 1000000,
      "most history messages sent for one request; older ones are cut (default 10000)", NULL},
+    {"plugin_dir", SETTING_STRING, OFF(plugin_dir), 0, 0,
+     "folder where plugins named without a path are found (default " TIDEGATE_PLUGIN_DIR ")",
+     check_db},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))
@@ -157,6 +160,7 @@ void config_init_defaults(struct config *cfg)
     cfg->window_max_messages = 1000000;
     set_string(&cfg->durability, "commit");
     cfg->history_max_messages = 10000;
+    set_string(&cfg->plugin_dir, TIDEGATE_PLUGIN_DIR);
 }
 
 void config_cleanup(struct config *cfg)
@@ -167,6 +171,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->listen);
     free(cfg->db);
     free(cfg->durability);
+    free(cfg->plugin_dir);
+    json_decref(cfg->plugins);
     string_list_clear(&cfg->subscribe);
     string_list_clear(&cfg->publish_allow);
     memset(cfg, 0, sizeof(*cfg));
@@ -464,6 +470,16 @@ bool config_apply_json(struct config *cfg, json_t *root, const char *source, cha
     json_object_foreach(root, key, value)
     {
         const struct setting *s = find_setting(key);
+
+        /* Plugin instances are only set in a file; the chain checks them. */
+        if (strcmp(key, "plugins") == 0) {
+            if (!json_is_array(value))
+                FAIL("invalid value for plugins (in %s): expected an array of plugin instances",
+                     source);
+            json_decref(cfg->plugins);
+            cfg->plugins = json_deep_copy(value);
+            continue;
+        }
         if (s == NULL)
             FAIL("unknown key '%s' in %s: see 'tidegate --help' for the settings", key, source);
         if (!apply_json_value(cfg, s, value, source, err, err_size))
@@ -520,7 +536,32 @@ json_t *config_to_json(const struct config *cfg)
         }
         json_object_set_new(root, s->key, value);
     }
+    json_object_set_new(root, "plugins", cfg->plugins ? json_incref(cfg->plugins) : json_array());
     return root;
+}
+
+bool config_read_plugins(const char *path, json_t **plugins, char **plugin_dir, char *err,
+                         size_t err_size)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *list;
+    json_t *dir;
+
+    if (root == NULL)
+        FAIL("cannot read config file %s: %s (line %d, column %d)", path, jerr.text, jerr.line,
+             jerr.column);
+    list = json_object_get(root, "plugins");
+    dir = json_object_get(root, "plugin_dir");
+    if (!json_is_object(root) || (list != NULL && !json_is_array(list)) ||
+        (dir != NULL && !json_is_string(dir))) {
+        json_decref(root);
+        FAIL("%s: plugins must be an array and plugin_dir a string", path);
+    }
+    *plugins = list ? json_incref(list) : NULL;
+    *plugin_dir = dir ? strdup(json_string_value(dir)) : NULL;
+    json_decref(root);
+    return true;
 }
 
 /* ---- sources: file, environment, command line ---- */

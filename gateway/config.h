@@ -47,6 +47,8 @@ struct config {
     int window_max_messages;      /* keep at most this many; 0: no count limit */
     char *durability;             /* "commit" or "batched" */
     int history_max_messages;     /* most history messages in one reply */
+    char *plugin_dir;             /* where plugins named without a path are found */
+    json_t *plugins;              /* the "plugins" array of the config file, or NULL */
 };
 
 enum config_action {
@@ -78,6 +80,16 @@ bool config_apply_text(struct config *cfg, const char *key, const char *value,
 
 /* Checks the settings against each other after all sources are applied. */
 bool config_validate(struct config *cfg, char *err, size_t err_size);
+
+/*
+ * Reads only the "plugins" array (and "plugin_dir", when present) from the
+ * config file @path, for a reload. Returns false with the error in @err;
+ * @plugins and @plugin_dir are then untouched. The caller owns *@plugins
+ * (a new reference, NULL when the file has none) and *@plugin_dir (NULL
+ * when the file sets none).
+ */
+bool config_read_plugins(const char *path, json_t **plugins, char **plugin_dir, char *err,
+                         size_t err_size);
 
 /* Returns the effective configuration as a JSON object (new reference). */
 json_t *config_to_json(const struct config *cfg);

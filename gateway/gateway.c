@@ -49,6 +49,7 @@ static bool setup_signals(struct gateway *gw)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     /* Blocked before any thread starts, so every thread inherits the mask
      * and the signals arrive only through the signalfd. */
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
@@ -329,12 +330,39 @@ static void begin_shutdown(struct gateway *gw, const char *why)
     }
 }
 
+/* SIGHUP: reloads the plugin chain from the config file. Other settings
+ * take effect at the next start. */
+static void reload_plugins(struct gateway *gw)
+{
+    json_t *plugins = NULL;
+    char *plugin_dir = NULL;
+    char err[512];
+
+    if (gw->cfg->config_file == NULL) {
+        log_warn(COMPONENT, "SIGHUP: no --config file to reload plugins from; nothing changed");
+        return;
+    }
+    log_info(COMPONENT, "SIGHUP: reloading the plugin chain from %s", gw->cfg->config_file);
+    if (!config_read_plugins(gw->cfg->config_file, &plugins, &plugin_dir, err, sizeof(err))) {
+        log_error(COMPONENT, "SIGHUP: %s; the old chain keeps running", err);
+        return;
+    }
+    pipeline_reload_plugins(gw->pipeline, plugins,
+                            plugin_dir ? plugin_dir : gw->cfg->plugin_dir);
+    json_decref(plugins);
+    free(plugin_dir);
+}
+
 static void handle_signal(struct gateway *gw)
 {
     struct signalfd_siginfo info;
 
-    while (read(gw->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info))
-        begin_shutdown(gw, info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    while (read(gw->signal_fd, &info, sizeof(info)) == (ssize_t)sizeof(info)) {
+        if (info.ssi_signo == SIGHUP)
+            reload_plugins(gw);
+        else
+            begin_shutdown(gw, info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
 }
 
 static void loop_once(struct gateway *gw, int timeout_ms)

@@ -2,7 +2,21 @@
 
 #include <stdio.h>
 
+#include <pthread.h>
+
 struct metrics metrics;
+
+static pthread_mutex_t extra_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*extra_render)(void *arg, struct buf *out);
+static void *extra_arg;
+
+void metrics_set_extra(void (*render)(void *arg, struct buf *out), void *arg)
+{
+    pthread_mutex_lock(&extra_lock);
+    extra_render = render;
+    extra_arg = arg;
+    pthread_mutex_unlock(&extra_lock);
+}
 
 void metrics_set_broker_connected(bool connected)
 {
@@ -75,4 +89,9 @@ void metrics_render(struct buf *out)
     COUNTER("tidegate_history_messages_total", history_messages,
             "History messages sent to clients.");
     GAUGE("tidegate_sse_streams", sse_streams, "Server-Sent Events streams open now.");
+
+    pthread_mutex_lock(&extra_lock);
+    if (extra_render != NULL)
+        extra_render(extra_arg, out);
+    pthread_mutex_unlock(&extra_lock);
 }

@@ -51,6 +51,10 @@ bool metrics_broker_connected(void);
 void metrics_set_store_healthy(bool healthy);
 bool metrics_store_healthy(void);
 
+/* Sets a function that appends more metrics after the built-in ones (the
+ * plugin chain's); NULL removes it. */
+void metrics_set_extra(void (*render)(void *arg, struct buf *out), void *arg);
+
 /* Appends every metric in the Prometheus text exposition format. */
 void metrics_render(struct buf *out);
 

@@ -1,4 +1,5 @@
 #include "pipeline.h"
+#include "chain.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -42,7 +43,23 @@ struct pipeline {
 
     atomic_bool healthy;
     struct log_ratelimit error_rl;
+
+    /* The chain runs on the pipeline thread. A reload leaves the new chain
+     * in next_chain; the thread swaps it in between batches. chain_lock
+     * keeps /metrics from reading a chain while it is swapped or freed. */
+    pthread_mutex_t chain_lock;
+    struct chain *chain;
+    struct chain *next_chain;
 };
+
+static void render_chain_metrics(void *arg, struct buf *out)
+{
+    struct pipeline *p = arg;
+
+    pthread_mutex_lock(&p->chain_lock);
+    chain_render_metrics(p->chain, out);
+    pthread_mutex_unlock(&p->chain_lock);
+}
 
 struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb)
 {
@@ -60,9 +77,17 @@ struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb)
     p->mb = mb;
     p->wait_for_commit = strcmp(cfg->durability, "commit") == 0;
 
+    p->chain = chain_create(cfg->plugins, cfg->plugin_dir, err, sizeof(err));
+    if (p->chain == NULL) {
+        log_error("plugin", "cannot load the plugin chain: %s", err);
+        free(p);
+        return NULL;
+    }
+
     p->store = store_open(&opts, err, sizeof(err));
     if (p->store == NULL) {
         log_error(COMPONENT, "cannot open the window store: %s", err);
+        chain_destroy(p->chain);
         free(p);
         return NULL;
     }
@@ -73,8 +98,10 @@ struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb)
     metrics_set_store_healthy(true);
 
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->chain_lock, NULL);
     pthread_cond_init(&p->queued, NULL);
     pthread_cond_init(&p->committed, NULL);
+    metrics_set_extra(render_chain_metrics, p);
     log_info(COMPONENT, "opened %s: epoch %s, next seq %llu, window %ds / %d messages, "
              "durability %s",
              cfg->db, p->sequencer.epoch, (unsigned long long)p->sequencer.last_seq + 1,
@@ -120,7 +147,9 @@ void pipeline_submit(struct pipeline *p, struct msg *m)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Drops redeliveries of messages already stored; returns the new count. */
+/* Drops redeliveries of messages already stored; returns the new count.
+ * NOTE: the check compares with the stored message, so a redelivery that
+ * a plugin had changed before it was stored is not recognised. */
 static size_t drop_duplicates(struct pipeline *p, struct msg **batch, size_t count)
 {
     size_t kept = 0;
@@ -183,6 +212,27 @@ static void forward(struct pipeline *p, struct msg **batch, size_t count)
     }
 }
 
+static void swap_chain_if_reloaded(struct pipeline *p)
+{
+    struct chain *old = NULL;
+
+    pthread_mutex_lock(&p->lock);
+    if (p->next_chain != NULL) {
+        pthread_mutex_lock(&p->chain_lock);
+        old = p->chain;
+        p->chain = p->next_chain;
+        p->next_chain = NULL;
+        /* The old instances are cleaned up on this thread, after their
+         * last transform. */
+        chain_destroy(old);
+        pthread_mutex_unlock(&p->chain_lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (old != NULL)
+        log_info("plugin", "reloaded the plugin chain: %zu instance(s)",
+                 chain_instance_count(p->chain));
+}
+
 static void *pipeline_main(void *arg)
 {
     struct pipeline *p = arg;
@@ -193,11 +243,16 @@ static void *pipeline_main(void *arg)
         uint64_t last_ticket;
 
         pthread_mutex_lock(&p->lock);
-        while (p->queue_len == 0 && !p->stopping)
+        while (p->queue_len == 0 && !p->stopping && p->next_chain == NULL)
             pthread_cond_wait(&p->queued, &p->lock);
         if (p->queue_len == 0 && p->stopping) {
             pthread_mutex_unlock(&p->lock);
             break;
+        }
+        if (p->queue_len == 0) {
+            pthread_mutex_unlock(&p->lock);
+            swap_chain_if_reloaded(p);
+            continue;
         }
         count = p->queue_len < PIPELINE_BATCH_MAX ? p->queue_len : PIPELINE_BATCH_MAX;
         memcpy(batch, p->queue, count * sizeof(*batch));
@@ -206,9 +261,13 @@ static void *pipeline_main(void *arg)
         last_ticket = p->tickets_issued - p->queue_len;
         pthread_mutex_unlock(&p->lock);
 
+        swap_chain_if_reloaded(p);
         count = drop_duplicates(p, batch, count);
-        if (count > 0)
-            commit_batch(p, batch, count);
+        struct msg_list out = {0};
+        for (size_t i = 0; i < count; i++)
+            chain_run(p->chain, batch[i], &out);
+        if (out.count > 0)
+            commit_batch(p, out.items, out.count);
 
         /* The PUBACKs may go now: the batch is stored (or could not be). */
         pthread_mutex_lock(&p->lock);
@@ -216,8 +275,10 @@ static void *pipeline_main(void *arg)
         pthread_cond_broadcast(&p->committed);
         pthread_mutex_unlock(&p->lock);
 
-        forward(p, batch, count);
+        forward(p, out.items, out.count);
+        free(out.items);
     }
+    swap_chain_if_reloaded(p);
     return NULL;
 }
 
@@ -238,12 +299,35 @@ void pipeline_destroy(struct pipeline *p)
     if (p->thread)
         pthread_join(p->thread, NULL);
 
+    metrics_set_extra(NULL, NULL);
+    chain_destroy(p->next_chain);
+    chain_destroy(p->chain);
     store_close(p->store, p->sequencer.last_seq);
     log_info(COMPONENT, "closed %s at seq %llu", p->cfg->db,
              (unsigned long long)p->sequencer.last_seq);
     free(p->queue);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->chain_lock);
     pthread_cond_destroy(&p->queued);
     pthread_cond_destroy(&p->committed);
     free(p);
+}
+
+bool pipeline_reload_plugins(struct pipeline *p, json_t *plugins, const char *plugin_dir)
+{
+    char err[1024];
+    struct chain *next = chain_create(plugins, plugin_dir, err, sizeof(err));
+    struct chain *unused = NULL;
+
+    if (next == NULL) {
+        log_error("plugin", "reload failed, the old chain keeps running: %s", err);
+        return false;
+    }
+    pthread_mutex_lock(&p->lock);
+    unused = p->next_chain; /* a reload that was never picked up */
+    p->next_chain = next;
+    pthread_cond_signal(&p->queued);
+    pthread_mutex_unlock(&p->lock);
+    chain_destroy(unused);
+    return true;
 }

@@ -21,6 +21,7 @@
 #include "msg.h"
 #include "sequencer.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -49,5 +50,13 @@ void pipeline_submit(struct pipeline *p, struct msg *m);
 void pipeline_initial_state(const struct pipeline *p, struct sequencer *out);
 
 bool pipeline_store_healthy(const struct pipeline *p);
+
+/*
+ * Builds a new plugin chain from @plugins (borrowed) and hands it to the
+ * pipeline thread, which swaps it in between two batches, so no message is
+ * lost or sees half a chain. On failure the old chain keeps running and
+ * the reason is logged; returns false.
+ */
+bool pipeline_reload_plugins(struct pipeline *p, json_t *plugins, const char *plugin_dir);
 
 #endif
