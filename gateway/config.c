@@ -85,6 +85,14 @@ static const struct setting settings[] = {
      check_durability},
     {"history_max_messages", SETTING_INT, OFF(history_max_messages), 1, 1000000,
      "most history messages sent for one request; older ones are cut (default 10000)", NULL},
+    {"www", SETTING_STRING, OFF(www), 0, 0,
+     "serve the dashboard's files from this folder instead of the built-in copies "
+     "(for development; default: built-in)",
+     NULL},
+    {"dashboards", SETTING_STRING, OFF(dashboards), 0, 0,
+     "JSON file of named dashboards, served at /d/NAME (default: none; / shows a dashboard "
+     "built from the topics seen)",
+     NULL},
     {"plugin_dir", SETTING_STRING, OFF(plugin_dir), 0, 0,
      "folder where plugins named without a path are found (default " TIDEGATE_PLUGIN_DIR ")",
      check_db},
@@ -161,6 +169,8 @@ void config_init_defaults(struct config *cfg)
     set_string(&cfg->durability, "commit");
     cfg->history_max_messages = 10000;
     set_string(&cfg->plugin_dir, TIDEGATE_PLUGIN_DIR);
+    set_string(&cfg->www, "");
+    set_string(&cfg->dashboards, "");
 }
 
 void config_cleanup(struct config *cfg)
@@ -172,6 +182,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->db);
     free(cfg->durability);
     free(cfg->plugin_dir);
+    free(cfg->www);
+    free(cfg->dashboards);
     json_decref(cfg->plugins);
     string_list_clear(&cfg->subscribe);
     string_list_clear(&cfg->publish_allow);

@@ -48,6 +48,8 @@ struct config {
     char *durability;             /* "commit" or "batched" */
     int history_max_messages;     /* most history messages in one reply */
     char *plugin_dir;             /* where plugins named without a path are found */
+    char *www;                    /* serve web assets from this folder; "" for built-in */
+    char *dashboards;             /* dashboards file; "" for none */
     json_t *plugins;              /* the "plugins" array of the config file, or NULL */
 };
 

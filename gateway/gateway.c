@@ -1,5 +1,6 @@
 #include "gateway.h"
 #include "clock.h"
+#include "dashboards.h"
 #include "history.h"
 #include "http.h"
 #include "ingest.h"
@@ -32,8 +33,11 @@
 
 #define EPOLL_BATCH 256
 
+/* Period of the conflation timer: how late a conflated message may be. */
+#define GATEWAY_CONFLATE_TICK_MS 20
+
 /* Tags for the epoll sources that are not sessions. */
-static char tag_mailbox, tag_signal, tag_timer;
+static char tag_mailbox, tag_signal, tag_timer, tag_conflate;
 
 static bool epoll_add(int epoll_fd, int fd, uint32_t events, void *ptr)
 {
@@ -59,22 +63,33 @@ static bool setup_signals(struct gateway *gw)
     return gw->signal_fd >= 0;
 }
 
-static bool setup_timer(struct gateway *gw)
+static int periodic_timer(long period_ms)
 {
     struct itimerspec spec = {
-        .it_interval = {0, GATEWAY_TICK_MS * 1000000L},
-        .it_value = {0, GATEWAY_TICK_MS * 1000000L},
+        .it_interval = {0, period_ms * 1000000L},
+        .it_value = {0, period_ms * 1000000L},
     };
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 
-    gw->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    return gw->timer_fd >= 0 && timerfd_settime(gw->timer_fd, 0, &spec, NULL) == 0;
+    if (fd >= 0 && timerfd_settime(fd, 0, &spec, NULL) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool setup_timer(struct gateway *gw)
+{
+    gw->timer_fd = periodic_timer(GATEWAY_TICK_MS);
+    gw->conflate_timer_fd = periodic_timer(GATEWAY_CONFLATE_TICK_MS);
+    return gw->timer_fd >= 0 && gw->conflate_timer_fd >= 0;
 }
 
 bool gateway_start(struct gateway *gw, const struct config *cfg)
 {
     memset(gw, 0, sizeof(*gw));
     gw->cfg = cfg;
-    gw->epoll_fd = gw->signal_fd = gw->timer_fd = -1;
+    gw->epoll_fd = gw->signal_fd = gw->timer_fd = gw->conflate_timer_fd = -1;
     gw->ws_cfg.max_message_bytes = (size_t)cfg->max_message_bytes;
     gw->ws_cfg.send_queue_bytes = (size_t)cfg->send_queue_bytes;
     gw->ws_cfg.ping_interval_ms = (int64_t)cfg->ws_ping_interval * 1000;
@@ -91,7 +106,8 @@ bool gateway_start(struct gateway *gw, const struct config *cfg)
     gw->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (gw->epoll_fd < 0 || !epoll_add(gw->epoll_fd, gw->mailbox.eventfd, EPOLLIN, &tag_mailbox) ||
         !epoll_add(gw->epoll_fd, gw->signal_fd, EPOLLIN, &tag_signal) ||
-        !epoll_add(gw->epoll_fd, gw->timer_fd, EPOLLIN, &tag_timer)) {
+        !epoll_add(gw->epoll_fd, gw->timer_fd, EPOLLIN, &tag_timer) ||
+        !epoll_add(gw->epoll_fd, gw->conflate_timer_fd, EPOLLIN, &tag_conflate)) {
         log_error(COMPONENT, "cannot set up epoll: %s", strerror(errno));
         return false;
     }
@@ -116,7 +132,18 @@ bool gateway_start(struct gateway *gw, const struct config *cfg)
     if (gw->history == NULL)
         return false;
 
-    gw->http = http_create(cfg, &gw->mailbox);
+    if (cfg->dashboards[0] != '\0') {
+        char err[600];
+        gw->dashboards = dashboards_load(cfg->dashboards, err, sizeof(err));
+        if (gw->dashboards == NULL) {
+            log_error(COMPONENT, "%s", err);
+            return false;
+        }
+        log_info(COMPONENT, "loaded %zu dashboard(s) from %s", json_array_size(gw->dashboards),
+                 cfg->dashboards);
+    }
+
+    gw->http = http_create(cfg, &gw->mailbox, gw->dashboards);
     if (gw->http == NULL)
         return false;
 
@@ -317,6 +344,17 @@ static void tick(struct gateway *gw)
     }
 }
 
+static void flush_conflated(struct gateway *gw)
+{
+    uint64_t expirations;
+    int64_t now = clock_monotonic_ms();
+    ssize_t n = read(gw->conflate_timer_fd, &expirations, sizeof(expirations));
+
+    (void)n;
+    for (struct session *s = gw->sessions; s != NULL && gw->conflating_sessions > 0; s = s->next)
+        session_flush_conflated(s, now);
+}
+
 static void begin_shutdown(struct gateway *gw, const char *why)
 {
     if (gw->stopping)
@@ -382,6 +420,8 @@ static void loop_once(struct gateway *gw, int timeout_ms)
             handle_signal(gw);
         } else if (ptr == &tag_timer) {
             tick(gw);
+        } else if (ptr == &tag_conflate) {
+            flush_conflated(gw);
         } else {
             struct session *s = ptr; /* only WebSocket sessions are in epoll */
             ws_conn_handle_events(s->ws, events[i].events);
@@ -422,6 +462,7 @@ void gateway_cleanup(struct gateway *gw)
         session_destroy(s);
     }
     http_destroy(gw->http);
+    json_decref(gw->dashboards);
     ingest_destroy(gw->ingest);
     history_destroy(gw->history);
     pipeline_destroy(gw->pipeline);
@@ -434,4 +475,6 @@ void gateway_cleanup(struct gateway *gw)
         close(gw->signal_fd);
     if (gw->timer_fd >= 0)
         close(gw->timer_fd);
+    if (gw->conflate_timer_fd >= 0)
+        close(gw->conflate_timer_fd);
 }

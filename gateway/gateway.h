@@ -33,16 +33,19 @@ struct gateway {
     struct history_worker *history;
     struct ingest *ingest;
     struct http *http;
+    json_t *dashboards; /* from the dashboards file, or NULL */
 
     int epoll_fd;
     int signal_fd;
     int timer_fd;
+    int conflate_timer_fd;
 
     struct session *sessions;  /* every live session, doubly linked */
     struct session *by_id[GATEWAY_SESSION_BUCKETS];
     struct session *dirty;     /* sessions with output to flush */
     struct session *reap;      /* sessions whose connection is done */
     uint64_t next_session_id;
+    size_t conflating_sessions; /* sessions with conflated messages waiting */
     char epoch[SEQUENCER_EPOCH_LEN + 1];
     uint64_t last_seq; /* seq of the newest message the loop has fanned out */
     bool stopping;

@@ -1,6 +1,6 @@
 #include "http.h"
-#include "assets.h"
 #include "buf.h"
+#include "dashboards.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol.h"
@@ -8,6 +8,7 @@
 #include "store.h"
 #include "topic.h"
 #include "ws.h"
+#include "www.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -31,6 +32,7 @@
 struct http {
     const struct config *cfg;
     struct mailbox *mb;
+    json_t *dashboards;
     struct MHD_Daemon *daemon;
     int listen_fd;
 
@@ -386,6 +388,43 @@ static enum MHD_Result serve_stream(struct http *http, struct MHD_Connection *co
     return MHD_YES;
 }
 
+/* ---- the dashboard's files ---- */
+
+static enum MHD_Result serve_file(struct http *http, struct MHD_Connection *conn,
+                                  const char *path)
+{
+    struct www_file file;
+    enum www_result found = www_lookup(http->cfg->www, path, &file);
+
+    if (found == WWW_BAD_PATH)
+        return queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid",
+                           "invalid path: it may not contain '..', hidden names, backslashes "
+                           "or control characters");
+    if (found == WWW_NOT_FOUND)
+        return queue_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no such path");
+    return queue_buffer(conn, MHD_HTTP_OK, file.content_type, file.data, file.len,
+                        file.owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+}
+
+static enum MHD_Result serve_dashboards(struct http *http, struct MHD_Connection *conn)
+{
+    json_t *body = json_object();
+
+    json_object_set_new(body, "dashboards",
+                        http->dashboards ? json_incref(http->dashboards) : json_array());
+    return queue_json(conn, MHD_HTTP_OK, body);
+}
+
+/* /d/NAME is the dashboard page itself; the page reads NAME from its URL. */
+static enum MHD_Result serve_dashboard_page(struct http *http, struct MHD_Connection *conn,
+                                            const char *name)
+{
+    if (!dashboards_has(http->dashboards, name))
+        return queue_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                           "no dashboard of that name in the dashboards file");
+    return serve_file(http, conn, "/index.html");
+}
+
 /* ---- WebSocket upgrade ---- */
 
 static void format_peer(struct MHD_Connection *conn, char *out, size_t size)
@@ -503,7 +542,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **req_cls)
 {
     struct http *http = cls;
-    const struct asset *asset;
     bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool is_head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
@@ -537,12 +575,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (strcmp(url, "/api/v1/stream") == 0)
         return serve_stream(http, conn);
 
-    asset = assets_find(url);
-    if (asset != NULL)
-        return queue_buffer(conn, MHD_HTTP_OK, asset->content_type, asset->data, asset->len,
-                            MHD_RESPMEM_PERSISTENT);
-
-    return queue_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no such path");
+    if (strcmp(url, "/api/v1/dashboards") == 0)
+        return serve_dashboards(http, conn);
+    if (strncmp(url, "/d/", 3) == 0)
+        return serve_dashboard_page(http, conn, url + 3);
+    return serve_file(http, conn, url);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -599,7 +636,7 @@ fail:
     return -1;
 }
 
-struct http *http_create(const struct config *cfg, struct mailbox *mb)
+struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *dashboards)
 {
     struct http *http = calloc(1, sizeof(*http));
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_UPGRADE |
@@ -610,6 +647,7 @@ struct http *http_create(const struct config *cfg, struct mailbox *mb)
         return NULL;
     http->cfg = cfg;
     http->mb = mb;
+    http->dashboards = dashboards;
     pthread_mutex_init(&http->readers_lock, NULL);
     http->listen_fd = open_listen_socket(cfg);
     if (http->listen_fd < 0)

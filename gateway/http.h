@@ -10,13 +10,15 @@
 #include "config.h"
 #include "mailbox.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 
 struct http;
 
 /* Binds the listening socket and starts serving. Returns NULL with the
- * reason logged. Borrows @cfg and @mb. */
-struct http *http_create(const struct config *cfg, struct mailbox *mb);
+ * reason logged. Borrows @cfg, @mb and @dashboards (the checked array from
+ * the dashboards file, or NULL). */
+struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *dashboards);
 
 /* Stops accepting connections; requests in progress finish. */
 void http_quiesce(struct http *http);

@@ -276,8 +276,16 @@ bool protocol_parse_request(const uint8_t *data, size_t len, struct request *req
     switch (req->type) {
     case REQUEST_SUBSCRIBE: {
         json_t *history = json_object_get(req->root, "history");
+        json_t *max_rate = json_object_get(req->root, "max_rate");
         if (!parse_filter(req->root, req, err, err_size))
             return false;
+        if (max_rate != NULL) {
+            if (!json_is_number(max_rate) || json_number_value(max_rate) <= 0 ||
+                json_number_value(max_rate) > PROTOCOL_MAX_RATE)
+                FAIL("'max_rate' must be a number above 0 and at most %d (messages per second "
+                     "per topic)", PROTOCOL_MAX_RATE);
+            req->max_rate = json_number_value(max_rate);
+        }
         if (history != NULL && !json_is_null(history) &&
             !parse_history(history, &req->history, err, err_size))
             return false;

@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Highest max_rate a subscription may ask for, in messages per second. */
+#define PROTOCOL_MAX_RATE 1000
+
 enum request_type {
     REQUEST_SUBSCRIBE = 1,
     REQUEST_UNSUBSCRIBE = 2,
@@ -47,6 +50,7 @@ struct request {
     const char *filter;   /* subscribe, unsubscribe */
     size_t filter_len;
     struct history_request history;
+    double max_rate;      /* subscribe: messages per second per topic; 0 for no limit */
     const char *topic;    /* publish */
     size_t topic_len;
     const char *raw_payload;    /* the "payload" value as written, borrowed from the input */

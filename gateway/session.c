@@ -1,5 +1,7 @@
 #include "session.h"
 #include "gateway.h"
+#include "clock.h"
+#include "conflate.h"
 #include "history.h"
 #include "ingest.h"
 #include "log.h"
@@ -201,6 +203,9 @@ void session_destroy(struct session *s)
     }
     metrics_gauge_add(&metrics.subscriptions, -(int64_t)s->filter_count);
     free(s->filters);
+    if (s->conflate_pending)
+        s->gw->conflating_sessions--;
+    conflate_destroy(s->conflate);
     for (size_t i = 0; i < s->held_count; i++)
         msg_unref(s->held[i]);
     free(s->held);
@@ -252,6 +257,55 @@ static void send_live(struct session *s, struct msg *m)
     session_mark_dirty(s);
 }
 
+/* Returns the max_rate that applies to @topic: 0 (every message) when any
+ * matching filter has none, else the highest of the matching filters. */
+static double rate_for(const struct session *s, const char *topic)
+{
+    double rate = 0;
+
+    for (size_t i = 0; i < s->filter_count; i++) {
+        if (!topic_matches(s->filters[i].filter, topic))
+            continue;
+        if (s->filters[i].max_rate <= 0)
+            return 0;
+        if (s->filters[i].max_rate > rate)
+            rate = s->filters[i].max_rate;
+    }
+    return rate;
+}
+
+static void send_conflated(void *arg, struct msg *m)
+{
+    send_live(arg, m);
+}
+
+/* Sends @m now, or leaves it to conflation when its filters set a rate. */
+static void deliver_live(struct session *s, struct msg *m)
+{
+    double rate = s->rate_limited_filters > 0 ? rate_for(s, m->topic) : 0;
+
+    if (rate <= 0 || s->conflate == NULL ||
+        conflate_offer(s->conflate, m, rate, clock_monotonic_ms())) {
+        send_live(s, m);
+        return;
+    }
+    if (!s->conflate_pending) {
+        s->conflate_pending = true;
+        s->gw->conflating_sessions++;
+    }
+}
+
+bool session_flush_conflated(struct session *s, int64_t now_ms)
+{
+    if (!s->conflate_pending)
+        return false;
+    if (!conflate_flush(s->conflate, now_ms, send_conflated, s)) {
+        s->conflate_pending = false;
+        s->gw->conflating_sessions--;
+    }
+    return s->conflate_pending;
+}
+
 /* Keeps @m until the pending history is sent. Held bytes count against the
  * same limit as the send queue. */
 static void hold(struct session *s, struct msg *m)
@@ -287,13 +341,13 @@ void session_deliver(struct hub_subscriber *subscriber, void *arg)
     if (s->pending_history > 0)
         hold(s, m);
     else
-        send_live(s, m);
+        deliver_live(s, m);
 }
 
 static void release_held(struct session *s)
 {
     for (size_t i = 0; i < s->held_count; i++) {
-        send_live(s, s->held[i]);
+        deliver_live(s, s->held[i]);
         msg_unref(s->held[i]);
     }
     s->held_count = 0;
@@ -357,6 +411,15 @@ static struct session_filter *find_filter(struct session *s, const char *filter)
     return NULL;
 }
 
+static void set_rate(struct session *s, struct session_filter *f, double max_rate)
+{
+    if (f->max_rate > 0)
+        s->rate_limited_filters--;
+    f->max_rate = max_rate;
+    if (max_rate > 0)
+        s->rate_limited_filters++;
+}
+
 static bool add_filter(struct session *s, const char *filter)
 {
     struct session_filter *f;
@@ -370,6 +433,7 @@ static bool add_filter(struct session *s, const char *filter)
         s->filter_cap = cap;
     }
     f = &s->filters[s->filter_count];
+    f->max_rate = 0;
     f->filter = strdup(filter);
     if (f->filter == NULL)
         return false;
@@ -399,6 +463,9 @@ static void handle_subscribe(struct session *s, struct request *req)
         send_error(s, req->id, PROTOCOL_UNAVAILABLE, "out of memory; try again later");
         return;
     }
+    if (req->max_rate > 0 && s->conflate == NULL)
+        s->conflate = conflate_create();
+    set_rate(s, find_filter(s, req->filter), s->conflate ? req->max_rate : 0);
     log_debug(COMPONENT, "session %llu (%s): subscribed to '%s'", (unsigned long long)s->id,
               s->peer, req->filter);
 
@@ -433,6 +500,7 @@ static void handle_unsubscribe(struct session *s, struct request *req)
     }
 
     hub_unsubscribe(s->gw->hub, f->sub);
+    set_rate(s, f, 0);
     free(f->filter);
     *f = s->filters[--s->filter_count];
     metrics_gauge_add(&metrics.subscriptions, -1);

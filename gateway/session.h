@@ -21,6 +21,7 @@ struct MHD_UpgradeResponseHandle;
 struct session_filter {
     char *filter;
     struct hub_sub *sub;
+    double max_rate; /* messages per second per topic; 0 for every message */
 };
 
 struct session {
@@ -34,6 +35,9 @@ struct session {
     struct session_filter *filters;
     size_t filter_count;
     size_t filter_cap;
+    size_t rate_limited_filters;
+    struct conflate *conflate;  /* created with the first max_rate filter */
+    bool conflate_pending;      /* messages wait in conflate */
 
     /* While history requests are in flight, live messages wait here so
      * they follow the history in seq order. */
@@ -87,6 +91,10 @@ void session_publish_done(struct session *s, const char *request_id_json, bool o
 /* Sends the history that was read for a subscription, then the live
  * messages held meanwhile. @mail is a MAIL_HISTORY; its result is used up. */
 void session_history_done(struct session *s, struct mail *mail);
+
+/* Sends the conflated messages that are due. Returns true while some are
+ * still waiting. */
+bool session_flush_conflated(struct session *s, int64_t now_ms);
 
 /* Marks the session for a flush or for reaping at the end of the loop turn. */
 void session_mark_dirty(struct session *s);
