@@ -15,6 +15,8 @@ enum setting_type {
     SETTING_INT,
     SETTING_LOG_LEVEL,
     SETTING_DURATION, /* seconds, written as 90, 90s, 15m, 24h or 7d */
+    SETTING_BOOL,
+    SETTING_ORIGIN_LIST, /* a list of http(s)://host[:port] origins */
 };
 
 struct setting {
@@ -37,7 +39,8 @@ static bool check_db(struct config *cfg, const char *value, char *why, size_t wh
 
 static const struct setting settings[] = {
     {"mqtt_url", SETTING_STRING, OFF(mqtt_url), 0, 0,
-     "broker URL, tcp://HOST:PORT or mqtt://HOST:PORT (default tcp://127.0.0.1:1883)",
+     "broker URL: tcp:// or mqtt://HOST:PORT, ssl:// or mqtts:// for TLS "
+     "(default tcp://127.0.0.1:1883)",
      check_mqtt_url},
     {"mqtt_client_id", SETTING_STRING, OFF(mqtt_client_id), 0, 0,
      "MQTT client id; keep it stable so the broker keeps the session (default tidegate)",
@@ -93,6 +96,44 @@ static const struct setting settings[] = {
      "JSON file of named dashboards, served at /d/NAME (default: none; / shows a dashboard "
      "built from the topics seen)",
      NULL},
+    {"auth_jwt_algorithm", SETTING_STRING, OFF(auth_jwt_algorithm), 0, 0,
+     "accept JWTs signed with HS256, RS256 or ES256 (default: no JWTs)", NULL},
+    {"auth_jwt_key_file", SETTING_STRING, OFF(auth_jwt_key_file), 0, 0,
+     "file with the HS256 secret (at least 32 bytes) or the RS256/ES256 public key (PEM)",
+     NULL},
+    {"auth_jwt_leeway", SETTING_INT, OFF(auth_jwt_leeway), 0, 600,
+     "seconds of clock skew allowed when checking exp and nbf (default 30)", NULL},
+    {"allow_anonymous", SETTING_BOOL, OFF(allow_anonymous), 0, 0,
+     "let clients without a token in even when tokens or API keys are configured, or when "
+     "listening beyond loopback (default false)",
+     NULL},
+    {"anonymous_subscribe", SETTING_STRING_LIST, OFF(anonymous_subscribe), 0, 0,
+     "topic filter anonymous clients may read; repeat for more (default #); they may publish "
+     "to publish_allow",
+     NULL},
+    {"allowed_origins", SETTING_ORIGIN_LIST, OFF(allowed_origins), 0, 0,
+     "Origin a browser page may open WebSockets from, such as https://dash.example.com; "
+     "repeat for more (default: the gateway's own origin only)",
+     NULL},
+    {"tls_cert", SETTING_STRING, OFF(tls_cert), 0, 0,
+     "PEM certificate chain: serve https and wss (default: plain http)", NULL},
+    {"tls_key", SETTING_STRING, OFF(tls_key), 0, 0, "PEM private key for tls_cert", NULL},
+    {"mqtt_ca_file", SETTING_STRING, OFF(mqtt_ca_file), 0, 0,
+     "CA certificates that verify the broker, for ssl:// and mqtts:// URLs (default: the "
+     "system's)",
+     NULL},
+    {"mqtt_cert_file", SETTING_STRING, OFF(mqtt_cert_file), 0, 0,
+     "client certificate for the broker (PEM)", NULL},
+    {"mqtt_key_file", SETTING_STRING, OFF(mqtt_key_file), 0, 0,
+     "client private key for the broker (PEM)", NULL},
+    {"max_subscriptions_per_client", SETTING_INT, OFF(max_subscriptions_per_client), 1, 100000,
+     "most topic filters one client may hold (default 100)", NULL},
+    {"publish_rate", SETTING_INT, OFF(publish_rate), 1, 1000000,
+     "publishes per second one client may send, with bursts of twice that (default 50)", NULL},
+    {"max_connections_per_address", SETTING_INT, OFF(max_connections_per_address), 1, 1000000,
+     "most WebSocket clients from one IP address (default 256)", NULL},
+    {"max_sse_streams", SETTING_INT, OFF(max_sse_streams), 1, 1000000,
+     "most Server-Sent Events streams open at once (default 1000)", NULL},
     {"plugin_dir", SETTING_STRING, OFF(plugin_dir), 0, 0,
      "folder where plugins named without a path are found (default " TIDEGATE_PLUGIN_DIR ")",
      check_db},
@@ -171,6 +212,19 @@ void config_init_defaults(struct config *cfg)
     set_string(&cfg->plugin_dir, TIDEGATE_PLUGIN_DIR);
     set_string(&cfg->www, "");
     set_string(&cfg->dashboards, "");
+    set_string(&cfg->auth_jwt_algorithm, "");
+    set_string(&cfg->auth_jwt_key_file, "");
+    cfg->auth_jwt_leeway = 30;
+    string_list_add(&cfg->anonymous_subscribe, "#");
+    set_string(&cfg->tls_cert, "");
+    set_string(&cfg->tls_key, "");
+    set_string(&cfg->mqtt_ca_file, "");
+    set_string(&cfg->mqtt_cert_file, "");
+    set_string(&cfg->mqtt_key_file, "");
+    cfg->max_subscriptions_per_client = 100;
+    cfg->publish_rate = 50;
+    cfg->max_connections_per_address = 256;
+    cfg->max_sse_streams = 1000;
 }
 
 void config_cleanup(struct config *cfg)
@@ -184,6 +238,16 @@ void config_cleanup(struct config *cfg)
     free(cfg->plugin_dir);
     free(cfg->www);
     free(cfg->dashboards);
+    free(cfg->auth_jwt_algorithm);
+    free(cfg->auth_jwt_key_file);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->mqtt_ca_file);
+    free(cfg->mqtt_cert_file);
+    free(cfg->mqtt_key_file);
+    string_list_clear(&cfg->anonymous_subscribe);
+    string_list_clear(&cfg->allowed_origins);
+    json_decref(cfg->api_keys);
     json_decref(cfg->plugins);
     string_list_clear(&cfg->subscribe);
     string_list_clear(&cfg->publish_allow);
@@ -192,7 +256,7 @@ void config_cleanup(struct config *cfg)
 
 static bool check_mqtt_url(struct config *cfg, const char *value, char *why, size_t why_size)
 {
-    static const char *const schemes[] = {"tcp://", "mqtt://"};
+    static const char *const schemes[] = {"tcp://", "mqtt://", "ssl://", "mqtts://"};
     const char *rest = NULL;
 
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
@@ -200,7 +264,8 @@ static bool check_mqtt_url(struct config *cfg, const char *value, char *why, siz
             rest = value + strlen(schemes[i]);
     }
     if (rest == NULL) {
-        snprintf(why, why_size, "expected tcp://HOST:PORT or mqtt://HOST:PORT");
+        snprintf(why, why_size,
+                 "expected tcp://HOST:PORT or mqtt://HOST:PORT (ssl:// or mqtts:// for TLS)");
         return false;
     }
     if (*rest == '\0' || *rest == ':' || strchr(rest, '/') != NULL) {
@@ -335,12 +400,37 @@ static bool apply_string(struct config *cfg, const struct setting *s, const char
     return true;
 }
 
+/* Checks an origin: scheme http or https, a host, an optional port, no path. */
+static bool origin_valid(const char *value)
+{
+    const char *host;
+
+    if (strncmp(value, "https://", 8) == 0)
+        host = value + 8;
+    else if (strncmp(value, "http://", 7) == 0)
+        host = value + 7;
+    else
+        return false;
+    return host[0] != '\0' && strpbrk(host, "/?# ") == NULL;
+}
+
 static bool apply_list_item(struct config *cfg, const struct setting *s, const char *value,
                             const char *source, char *err, size_t err_size)
 {
     struct string_list *list = (struct string_list *)((char *)cfg + s->offset);
-    const char *why = topic_check_filter(value, strlen(value));
+    const char *why;
 
+    if (s->type == SETTING_ORIGIN_LIST) {
+        if (!origin_valid(value))
+            FAIL("invalid origin '%s' for %s (from %s): expected scheme://host[:port] such as "
+                 "https://dash.example.com, with no path",
+                 value, s->key, source);
+        if (!string_list_add(list, value))
+            FAIL("out of memory");
+        return true;
+    }
+
+    why = topic_check_filter(value, strlen(value));
     if (why != NULL)
         FAIL("invalid topic filter '%s' for %s (from %s): the filter %s", value, s->key, source,
              why);
@@ -385,7 +475,19 @@ bool config_apply_text(struct config *cfg, const char *key, const char *value,
     case SETTING_STRING:
         return apply_string(cfg, s, value, source, err, err_size);
     case SETTING_STRING_LIST:
+    case SETTING_ORIGIN_LIST:
         return apply_list_item(cfg, s, value, source, err, err_size);
+    case SETTING_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0 || strcmp(value, "yes") == 0) {
+            *(bool *)((char *)cfg + s->offset) = true;
+            return true;
+        }
+        if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0 || strcmp(value, "no") == 0) {
+            *(bool *)((char *)cfg + s->offset) = false;
+            return true;
+        }
+        FAIL("invalid value '%s' for %s (from %s): expected true or false", value, s->key,
+             source);
     case SETTING_LOG_LEVEL:
         return apply_log_level(cfg, s, value, source, err, err_size);
     case SETTING_DURATION:
@@ -449,7 +551,14 @@ static bool apply_json_value(struct config *cfg, const struct setting *s, json_t
                  s->key, source, s->min, s->max);
         snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(value));
         return apply_int(cfg, s, json_integer_value(value), text, source, err, err_size);
-    case SETTING_STRING_LIST: {
+    case SETTING_BOOL:
+        if (!json_is_boolean(value))
+            FAIL("invalid value %s for %s (in %s): expected true or false", shown, s->key,
+                 source);
+        *(bool *)((char *)cfg + s->offset) = json_is_true(value);
+        return true;
+    case SETTING_STRING_LIST:
+    case SETTING_ORIGIN_LIST: {
         size_t i;
         json_t *item;
         if (!json_is_array(value))
@@ -483,6 +592,17 @@ bool config_apply_json(struct config *cfg, json_t *root, const char *source, cha
     {
         const struct setting *s = find_setting(key);
 
+        /* API keys are only set in a file; the auth module checks them. */
+        if (strcmp(key, "api_keys") == 0) {
+            if (!json_is_array(value))
+                FAIL("invalid value for api_keys (in %s): expected an array of "
+                     "{\"name\", \"sha256\", \"subscribe\", \"publish\"}",
+                     source);
+            json_decref(cfg->api_keys);
+            cfg->api_keys = json_deep_copy(value);
+            continue;
+        }
+
         /* Plugin instances are only set in a file; the chain checks them. */
         if (strcmp(key, "plugins") == 0) {
             if (!json_is_array(value))
@@ -500,6 +620,15 @@ bool config_apply_json(struct config *cfg, json_t *root, const char *source, cha
     return true;
 }
 
+/* True for 127.0.0.0/8, ::1 and localhost: addresses only this machine reaches. */
+static bool listen_is_loopback(const struct config *cfg)
+{
+    const char *host = cfg->listen_host;
+
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
 bool config_validate(struct config *cfg, char *err, size_t err_size)
 {
     if (cfg->ws_idle_timeout <= cfg->ws_ping_interval)
@@ -510,6 +639,15 @@ bool config_validate(struct config *cfg, char *err, size_t err_size)
         FAIL("invalid value %d for mqtt_reconnect_max_ms: it must be at least "
              "mqtt_reconnect_min_ms (%d)",
              cfg->mqtt_reconnect_max_ms, cfg->mqtt_reconnect_min_ms);
+    if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0'))
+        FAIL("tls_cert and tls_key go together: give both files to serve https and wss, or "
+             "neither");
+    if (!listen_is_loopback(cfg) && !cfg->allow_anonymous && cfg->auth_jwt_algorithm[0] == '\0' &&
+        cfg->api_keys == NULL)
+        FAIL("refusing to listen on %s without authentication: configure tokens "
+             "(auth_jwt_algorithm and auth_jwt_key_file) or api_keys, or allow anonymous "
+             "clients explicitly with --allow-anonymous",
+             cfg->listen);
     if (cfg->subscribe.count == 0)
         FAIL("subscribe is empty: give at least one topic filter, such as \"#\"");
     if (cfg->subscribe.count > CONFIG_MAX_SUBSCRIBE)
@@ -538,7 +676,11 @@ json_t *config_to_json(const struct config *cfg)
         case SETTING_LOG_LEVEL:
             value = json_string(log_level_name(*(const enum log_level *)field));
             break;
-        case SETTING_STRING_LIST: {
+        case SETTING_BOOL:
+            value = json_boolean(*(const bool *)field);
+            break;
+        case SETTING_STRING_LIST:
+        case SETTING_ORIGIN_LIST: {
             const struct string_list *list = field;
             value = json_array();
             for (size_t j = 0; j < list->count; j++)
@@ -549,6 +691,16 @@ json_t *config_to_json(const struct config *cfg)
         json_object_set_new(root, s->key, value);
     }
     json_object_set_new(root, "plugins", cfg->plugins ? json_incref(cfg->plugins) : json_array());
+    /* Only the names: the hashes stay out of printed output. */
+    json_t *keys = json_array();
+    size_t i;
+    json_t *entry;
+    json_array_foreach(cfg->api_keys, i, entry)
+    {
+        json_t *name = json_object_get(entry, "name");
+        json_array_append_new(keys, json_pack("{s:O}", "name", name ? name : json_null()));
+    }
+    json_object_set_new(root, "api_keys", keys);
     return root;
 }
 
@@ -648,7 +800,7 @@ static bool load_environment(struct config *cfg, char **envp, char *err, size_t 
             continue;
         }
 
-        if (s->type != SETTING_STRING_LIST) {
+        if (s->type != SETTING_STRING_LIST && s->type != SETTING_ORIGIN_LIST) {
             if (!config_apply_text(cfg, key, eq + 1, source, err, err_size))
                 return false;
             continue;
@@ -691,7 +843,11 @@ static void build_long_options(struct option *opts, char names[][64])
             if (*p == '_')
                 *p = '-';
         }
-        opts[n + i] = (struct option){names[i], required_argument, NULL, OPT_SETTING_BASE + (int)i};
+        /* A boolean given alone on the command line means true. */
+        opts[n + i] = (struct option){names[i],
+                                      settings[i].type == SETTING_BOOL ? optional_argument
+                                                                       : required_argument,
+                                      NULL, OPT_SETTING_BASE + (int)i};
     }
     opts[n + SETTING_COUNT] = (struct option){NULL, 0, NULL, 0};
 }
@@ -780,11 +936,12 @@ enum config_action config_load(struct config *cfg, int argc, char **argv, char *
         const struct setting *s = &settings[index];
         char source[80];
         snprintf(source, sizeof(source), "--%s", names[index]);
-        if (s->type == SETTING_STRING_LIST && !list_reset[index]) {
+        if ((s->type == SETTING_STRING_LIST || s->type == SETTING_ORIGIN_LIST) &&
+            !list_reset[index]) {
             string_list_clear((struct string_list *)((char *)cfg + s->offset));
             list_reset[index] = true;
         }
-        if (!config_apply_text(cfg, s->key, optarg, source, err, sizeof(err)))
+        if (!config_apply_text(cfg, s->key, optarg ? optarg : "true", source, err, sizeof(err)))
             return report(err);
     }
 

@@ -50,6 +50,22 @@ struct config {
     char *plugin_dir;             /* where plugins named without a path are found */
     char *www;                    /* serve web assets from this folder; "" for built-in */
     char *dashboards;             /* dashboards file; "" for none */
+    char *auth_jwt_algorithm;     /* "", "HS256", "RS256" or "ES256" */
+    char *auth_jwt_key_file;      /* HS256 secret or PEM public key */
+    int auth_jwt_leeway;          /* seconds of clock skew allowed on exp and nbf */
+    bool allow_anonymous;         /* anonymous clients even with auth, or on non-loopback */
+    struct string_list anonymous_subscribe; /* what anonymous clients may read */
+    struct string_list allowed_origins;     /* WebSocket Origins; empty: same origin only */
+    json_t *api_keys;             /* the "api_keys" array of the config file, or NULL */
+    char *tls_cert;               /* PEM certificate chain for https and wss; "" for none */
+    char *tls_key;                /* PEM private key for tls_cert */
+    char *mqtt_ca_file;           /* CA certificates to verify the broker (ssl:// URLs) */
+    char *mqtt_cert_file;         /* client certificate for the broker */
+    char *mqtt_key_file;          /* client key for the broker */
+    int max_subscriptions_per_client;
+    int publish_rate;             /* client publishes per second, burst of twice that */
+    int max_connections_per_address;
+    int max_sse_streams;
     json_t *plugins;              /* the "plugins" array of the config file, or NULL */
 };
 

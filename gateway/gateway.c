@@ -143,7 +143,20 @@ bool gateway_start(struct gateway *gw, const struct config *cfg)
                  cfg->dashboards);
     }
 
-    gw->http = http_create(cfg, &gw->mailbox, gw->dashboards);
+    char auth_err[600];
+    gw->auth = auth_create(cfg, auth_err, sizeof(auth_err));
+    if (gw->auth == NULL) {
+        log_error(COMPONENT, "%s", auth_err);
+        return false;
+    }
+    if (auth_enabled(gw->auth))
+        log_info(COMPONENT, "authentication on: %s%s%s; anonymous clients %s",
+                 cfg->auth_jwt_algorithm[0] ? cfg->auth_jwt_algorithm : "",
+                 cfg->auth_jwt_algorithm[0] ? " tokens" : "",
+                 cfg->api_keys ? " and API keys" : "",
+                 cfg->allow_anonymous ? "allowed" : "refused");
+
+    gw->http = http_create(cfg, &gw->mailbox, gw->dashboards, gw->auth);
     if (gw->http == NULL)
         return false;
 
@@ -196,6 +209,18 @@ static struct session *session_find(struct gateway *gw, uint64_t id)
     return s;
 }
 
+/* Counts the WebSocket sessions from @address. */
+static size_t count_from_address(struct gateway *gw, const char *address)
+{
+    size_t count = 0;
+
+    for (struct session *s = gw->sessions; s != NULL; s = s->next) {
+        if (s->ws != NULL && strcmp(s->address, address) == 0)
+            count++;
+    }
+    return count;
+}
+
 static void accept_upgrade(struct gateway *gw, struct mail *m)
 {
     struct session *s;
@@ -205,7 +230,7 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
         return;
     }
     s = session_create(gw, m->u.upgrade.fd, m->u.upgrade.urh, m->u.upgrade.extra,
-                       m->u.upgrade.extra_len, m->u.upgrade.peer);
+                       m->u.upgrade.extra_len, m->u.upgrade.peer, m->u.upgrade.principal);
     if (s == NULL) {
         log_error(COMPONENT, "out of memory creating a session for %s", m->u.upgrade.peer);
         MHD_upgrade_action(m->u.upgrade.urh, MHD_UPGRADE_ACTION_CLOSE);
@@ -217,9 +242,22 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
         session_destroy(s);
         return;
     }
+    free(m->u.upgrade.principal); /* its lists now belong to the session */
+    m->u.upgrade.principal = NULL;
+    snprintf(s->address, sizeof(s->address), "%s", m->u.upgrade.address);
     session_index_add(gw, s);
     metrics_gauge_add(&metrics.clients_connected, 1);
-    log_info(COMPONENT, "session %llu connected from %s", (unsigned long long)s->id, s->peer);
+    log_info(COMPONENT, "session %llu connected from %s as '%s'", (unsigned long long)s->id,
+             s->peer, s->authenticated ? s->principal.name : "(not authenticated yet)");
+
+    if (count_from_address(gw, s->address) > (size_t)gw->cfg->max_connections_per_address) {
+        metrics_add(&metrics.limit_rejections, 1);
+        log_limited(&gw->auth_rl, LOG_WARN, COMPONENT,
+                    "session %llu (%s): closing: over max_connections_per_address (%d)",
+                    (unsigned long long)s->id, s->peer, gw->cfg->max_connections_per_address);
+        session_close(s, WS_CLOSE_TRY_AGAIN_LATER,
+                      "too many connections from your address; try again later");
+    }
 
     /* Bytes that came with the handshake are parsed now: no epoll event
      * will announce them. */
@@ -238,7 +276,7 @@ static void accept_stream(struct gateway *gw, struct mail *m)
         return;
     }
     s = session_create_sse(gw, m->u.sse_open.sse, m->u.sse_open.peer, m->u.sse_open.filter,
-                           &m->u.sse_open.history);
+                           &m->u.sse_open.history, m->u.sse_open.principal);
     if (s == NULL) {
         log_error(COMPONENT, "out of memory creating a stream for %s", m->u.sse_open.peer);
         sse_conn_close(m->u.sse_open.sse, "out of memory");
@@ -247,6 +285,8 @@ static void accept_stream(struct gateway *gw, struct mail *m)
         return;
     }
     m->u.sse_open.sse = NULL; /* the session owns it now */
+    free(m->u.sse_open.principal);
+    m->u.sse_open.principal = NULL;
     session_index_add(gw, s);
     metrics_gauge_add(&metrics.sse_streams, 1);
     log_info(COMPONENT, "session %llu (event stream) connected from %s for '%s'",
@@ -338,7 +378,9 @@ static void tick(struct gateway *gw)
 
     (void)n;
     ingest_tick(gw->ingest, now);
+    int64_t wall = clock_realtime_ms();
     for (struct session *s = gw->sessions; s != NULL; s = s->next) {
+        session_check_token(s, wall, now);
         session_tick(s, now);
         session_check_done(s);
     }
@@ -463,6 +505,7 @@ void gateway_cleanup(struct gateway *gw)
     }
     http_destroy(gw->http);
     json_decref(gw->dashboards);
+    auth_destroy(gw->auth);
     ingest_destroy(gw->ingest);
     history_destroy(gw->history);
     pipeline_destroy(gw->pipeline);

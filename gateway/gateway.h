@@ -7,6 +7,7 @@
 #ifndef TIDEGATE_GATEWAY_H
 #define TIDEGATE_GATEWAY_H
 
+#include "auth.h"
 #include "config.h"
 #include "hub.h"
 #include "mailbox.h"
@@ -34,6 +35,8 @@ struct gateway {
     struct ingest *ingest;
     struct http *http;
     json_t *dashboards; /* from the dashboards file, or NULL */
+    struct auth *auth;
+    struct log_ratelimit auth_rl;
 
     int epoll_fd;
     int signal_fd;

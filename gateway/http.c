@@ -1,5 +1,7 @@
 #include "http.h"
+#include "auth.h"
 #include "buf.h"
+#include "clock.h"
 #include "dashboards.h"
 #include "log.h"
 #include "metrics.h"
@@ -7,6 +9,7 @@
 #include "sse.h"
 #include "store.h"
 #include "topic.h"
+#include "utf8.h"
 #include "ws.h"
 #include "www.h"
 
@@ -29,10 +32,19 @@
 /* Threads that serve HTTP; each may hold one store reader at a time. */
 #define HTTP_THREADS 2
 
+/* Seconds an HTTP connection may stay idle, before or between requests. */
+#define HTTP_TIMEOUT_S 30
+
+/* Bytes of memory per connection for the request line and headers. */
+#define HTTP_MEMORY_LIMIT (64 * 1024)
+
 struct http {
     const struct config *cfg;
     struct mailbox *mb;
     json_t *dashboards;
+    const struct auth *auth;
+    char *tls_cert; /* PEM text, kept while the daemon runs */
+    char *tls_key;
     struct MHD_Daemon *daemon;
     int listen_fd;
 
@@ -104,6 +116,93 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
     /* MHD frees the buffer with free() once sent. */
     return queue_buffer(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", out.data, out.len,
                         MHD_RESPMEM_MUST_FREE);
+}
+
+/* ---- per-request state ---- */
+
+/* What a request carries from its handler to the upgrade callback. */
+struct request_state {
+    struct principal *principal; /* for /ws: adopted by the upgrade callback */
+};
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode code)
+{
+    struct request_state *state = *req_cls;
+
+    if (state == NULL)
+        return;
+    if (state->principal != NULL) {
+        principal_cleanup(state->principal);
+        free(state->principal);
+    }
+    free(state);
+    *req_cls = NULL;
+}
+
+/* ---- who is asking ---- */
+
+/* Returns the credential of the request: "Authorization: Bearer X" or the
+ * access_token query parameter (browsers cannot set WebSocket headers). */
+static const char *request_credential(struct MHD_Connection *conn)
+{
+    const char *header = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+
+    if (header != NULL && strncasecmp(header, "Bearer ", 7) == 0)
+        return header + 7;
+    return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "access_token");
+}
+
+static void format_peer(struct MHD_Connection *conn, char *out, size_t size);
+
+/*
+ * Works out the principal of a request. A credential that does not verify
+ * gets 401; no credential gets the anonymous principal, or 401 when
+ * anonymous clients are not allowed and @required. Returns false when a
+ * response was queued in @ret. With !@required, *@out may stay empty
+ * (out->name[0] == 0) for a client that will authenticate later.
+ */
+static bool request_principal(struct http *http, struct MHD_Connection *conn, bool required,
+                              struct principal *out, enum MHD_Result *ret)
+{
+    const char *credential = request_credential(conn);
+    char err[256];
+    char peer[64];
+
+    memset(out, 0, sizeof(*out));
+    if (credential != NULL) {
+        if (auth_authenticate(http->auth, credential, clock_realtime_ms(), out, err,
+                              sizeof(err)))
+            return true;
+        metrics_add(&metrics.auth_failures, 1);
+        format_peer(conn, peer, sizeof(peer));
+        log_limited(&http->error_rl, LOG_WARN, COMPONENT, "rejected a credential from %s: %s",
+                    peer, err);
+        *ret = queue_error(conn, MHD_HTTP_UNAUTHORIZED, "forbidden", err);
+        return false;
+    }
+    if (auth_anonymous(http->auth, out) || !required)
+        return true;
+    metrics_add(&metrics.auth_failures, 1);
+    *ret = queue_error(conn, MHD_HTTP_UNAUTHORIZED, "forbidden",
+                       "authentication required: send a token as 'Authorization: Bearer "
+                       "<token>' or the access_token query parameter");
+    return false;
+}
+
+/* Refuses a filter the principal may not read, with 403. */
+static bool check_read(struct MHD_Connection *conn, const struct principal *p, const char *filter,
+                       enum MHD_Result *ret)
+{
+    char message[320];
+
+    if (principal_may_subscribe(p, filter))
+        return true;
+    metrics_add(&metrics.forbidden, 1);
+    snprintf(message, sizeof(message), "'%s' may not read '%.*s'", p->name,
+             utf8_prefix_len(filter, 100), filter);
+    *ret = queue_error(conn, MHD_HTTP_FORBIDDEN, "forbidden", message);
+    return false;
 }
 
 /* ---- the JSON API on the window store ---- */
@@ -206,18 +305,36 @@ static enum MHD_Result serve_topics(struct http *http, struct MHD_Connection *co
     char err[256];
     struct buf out;
 
+    struct principal who;
+
     if (!query_filter(conn, &filter, &ret) || !query_u64(conn, "limit", &has_limit, &limit, &ret))
+        return ret;
+    if (!request_principal(http, conn, true, &who, &ret))
         return ret;
 
     r = reader_take(http, err, sizeof(err));
-    if (r == NULL)
+    if (r == NULL) {
+        principal_cleanup(&who);
         return store_unavailable(http, conn, err);
+    }
     if (store_reader_latest(r, filter, (size_t)limit, &h) != STORE_OK) {
         ret = store_unavailable(http, conn, store_reader_error(r));
         reader_give_back(http, r);
+        principal_cleanup(&who);
         return ret;
     }
     reader_give_back(http, r);
+
+    /* A listing shows only the topics this client may read. */
+    size_t kept = 0;
+    for (size_t i = 0; i < h.count; i++) {
+        if (principal_may_read_topic(&who, h.msgs[i]->topic))
+            h.msgs[kept++] = h.msgs[i];
+        else
+            msg_unref(h.msgs[i]);
+    }
+    h.count = kept;
+    principal_cleanup(&who);
 
     buf_init(&out);
     buf_append_str(&out, "{\"epoch\":\"");
@@ -291,7 +408,16 @@ static enum MHD_Result serve_history(struct http *http, struct MHD_Connection *c
     char err[256];
     struct buf out;
 
+    struct principal who;
+    bool allowed;
+
     if (!query_filter(conn, &filter, &ret) || !parse_history_query(http, conn, &req, &limit, &ret))
+        return ret;
+    if (!request_principal(http, conn, true, &who, &ret))
+        return ret;
+    allowed = check_read(conn, &who, filter, &ret);
+    principal_cleanup(&who);
+    if (!allowed)
         return ret;
 
     r = reader_take(http, err, sizeof(err));
@@ -346,19 +472,41 @@ static enum MHD_Result serve_stream(struct http *http, struct MHD_Connection *co
     enum MHD_Result ret;
     char message[160];
 
+    struct principal who;
+
     if (!query_filter(conn, &filter, &ret))
         return ret;
+    if (atomic_load(&metrics.sse_streams) >= http->cfg->max_sse_streams) {
+        metrics_add(&metrics.limit_rejections, 1);
+        return queue_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "limit",
+                           "too many event streams are open (max_sse_streams); try again later");
+    }
+    if (!request_principal(http, conn, true, &who, &ret))
+        return ret;
+    if (!check_read(conn, &who, filter, &ret)) {
+        principal_cleanup(&who);
+        return ret;
+    }
     if (cursor == NULL)
         cursor = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "last_event_id");
 
     mail = calloc(1, sizeof(*mail));
-    if (mail == NULL)
+    if (mail == NULL) {
+        principal_cleanup(&who);
         return MHD_NO;
+    }
     mail->kind = MAIL_SSE_OPEN;
+    mail->u.sse_open.principal = malloc(sizeof(who));
+    if (mail->u.sse_open.principal == NULL) {
+        principal_cleanup(&who);
+        free(mail);
+        return MHD_NO;
+    }
+    *mail->u.sse_open.principal = who; /* the mail owns the lists now */
     if (cursor != NULL && cursor[0] != '\0') {
         struct history_request *h = &mail->u.sse_open.history;
         if (!sse_parse_event_id(cursor, h->epoch, sizeof(h->epoch), &h->seq)) {
-            free(mail);
+            mail_free(mail);
             snprintf(message, sizeof(message),
                      "invalid event id '%.60s': expected <epoch>:<seq> as sent in the id field",
                      cursor);
@@ -371,16 +519,14 @@ static enum MHD_Result serve_stream(struct http *http, struct MHD_Connection *co
 
     sse = sse_conn_create(conn, (size_t)http->cfg->send_queue_bytes, &resp);
     if (sse == NULL || mail->u.sse_open.filter == NULL) {
-        free(mail->u.sse_open.filter);
-        free(mail);
+        mail_free(mail);
         return MHD_NO;
     }
     ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     if (ret != MHD_YES) {
         sse_conn_destroy(sse);
-        free(mail->u.sse_open.filter);
-        free(mail);
+        mail_free(mail);
         return ret;
     }
     mail->u.sse_open.sse = sse;
@@ -455,11 +601,16 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
                         struct MHD_UpgradeResponseHandle *urh)
 {
     struct http *http = cls;
+    struct request_state *state = req_cls;
     struct mail *mail = calloc(1, sizeof(*mail));
 
     if (mail == NULL)
         goto fail;
     mail->kind = MAIL_UPGRADE;
+    if (state != NULL) {
+        mail->u.upgrade.principal = state->principal;
+        state->principal = NULL;
+    }
     mail->u.upgrade.fd = sock;
     mail->u.upgrade.urh = urh;
     if (extra_in_size > 0) {
@@ -470,12 +621,18 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
         mail->u.upgrade.extra_len = extra_in_size;
     }
     format_peer(conn, mail->u.upgrade.peer, sizeof(mail->u.upgrade.peer));
+    snprintf(mail->u.upgrade.address, sizeof(mail->u.upgrade.address), "%s",
+             mail->u.upgrade.peer);
+    /* The address is the peer without its port. */
+    char *colon = strrchr(mail->u.upgrade.address, ':');
+    if (colon != NULL)
+        *colon = '\0';
     mailbox_post(http->mb, mail);
     return;
 
 fail:
     log_error(COMPONENT, "out of memory accepting a WebSocket connection");
-    free(mail);
+    mail_free(mail);
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
@@ -499,7 +656,34 @@ static bool header_has_token(const char *value, const char *token)
     return false;
 }
 
-static enum MHD_Result serve_websocket(struct http *http, struct MHD_Connection *conn)
+/*
+ * Checks the Origin header a browser sends, so a page on another site
+ * cannot open a socket with a user's cookies. Clients that send no Origin
+ * (devices, scripts) are not browsers and pass.
+ */
+static bool origin_allowed(struct http *http, struct MHD_Connection *conn)
+{
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+    const struct string_list *allowed = &http->cfg->allowed_origins;
+    const char *origin_host;
+
+    if (origin == NULL)
+        return true;
+    if (allowed->count > 0) {
+        for (size_t i = 0; i < allowed->count; i++) {
+            if (strcasecmp(origin, allowed->items[i]) == 0)
+                return true;
+        }
+        return false;
+    }
+    /* Same origin: the page came from this gateway's own host and port. */
+    origin_host = strstr(origin, "://");
+    return origin_host != NULL && host != NULL && strcasecmp(origin_host + 3, host) == 0;
+}
+
+static enum MHD_Result serve_websocket(struct http *http, struct MHD_Connection *conn,
+                                       struct request_state *state)
 {
     const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
     const char *connection = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
@@ -524,6 +708,23 @@ static enum MHD_Result serve_websocket(struct http *http, struct MHD_Connection 
     if (key == NULL || !ws_accept_key(key, accept))
         return queue_error(conn, MHD_HTTP_BAD_REQUEST, "invalid",
                            "Sec-WebSocket-Key is missing or is not base64 of 16 bytes");
+    if (!origin_allowed(http, conn)) {
+        metrics_add(&metrics.forbidden, 1);
+        return queue_error(conn, MHD_HTTP_FORBIDDEN, "forbidden",
+                           "this page's Origin may not open WebSockets here: add it to "
+                           "allowed_origins");
+    }
+
+    /* Without a credential the client may still send an auth message. */
+    state->principal = calloc(1, sizeof(*state->principal));
+    if (state->principal == NULL)
+        return MHD_NO;
+    if (!request_principal(http, conn, false, state->principal, &ret))
+        return ret;
+    if (state->principal->name[0] == '\0') {
+        free(state->principal);
+        state->principal = NULL;
+    }
 
     resp = MHD_create_response_for_upgrade(on_upgraded, http);
     if (resp == NULL)
@@ -547,9 +748,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     /* The first call only announces the request: answer on the second. */
     if (*req_cls == NULL) {
-        *req_cls = http;
+        *req_cls = calloc(1, sizeof(struct request_state));
         metrics_add(&metrics.http_requests, 1);
-        return MHD_YES;
+        return *req_cls ? MHD_YES : MHD_NO;
     }
     if (*upload_data_size != 0) {
         *upload_data_size = 0; /* no endpoint takes a body yet: discard it */
@@ -561,7 +762,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                            "only GET and HEAD are served here");
 
     if (strcmp(url, "/ws") == 0)
-        return serve_websocket(http, conn);
+        return serve_websocket(http, conn, *req_cls);
     if (strcmp(url, "/healthz") == 0)
         return queue_buffer(conn, MHD_HTTP_OK, "text/plain", "ok\n", 3, MHD_RESPMEM_PERSISTENT);
     if (strcmp(url, "/readyz") == 0)
@@ -595,6 +796,27 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     while (len > 0 && line[len - 1] == '\n')
         line[--len] = '\0';
     log_debug(COMPONENT, "libmicrohttpd: %s", line);
+}
+
+static bool read_text_file(const char *path, char **out)
+{
+    FILE *f = fopen(path, "rb");
+    long size;
+
+    *out = NULL;
+    if (f == NULL)
+        return false;
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) <= 0 || size > 1048576 ||
+        fseek(f, 0, SEEK_SET) != 0 || (*out = malloc((size_t)size + 1)) == NULL ||
+        fread(*out, 1, (size_t)size, f) != (size_t)size) {
+        free(*out);
+        *out = NULL;
+        fclose(f);
+        return false;
+    }
+    (*out)[size] = '\0';
+    fclose(f);
+    return true;
 }
 
 /* Binds the listening socket here so a failure names the address and the
@@ -636,7 +858,8 @@ fail:
     return -1;
 }
 
-struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *dashboards)
+struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *dashboards,
+                         const struct auth *auth)
 {
     struct http *http = calloc(1, sizeof(*http));
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_UPGRADE |
@@ -648,29 +871,57 @@ struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *d
     http->cfg = cfg;
     http->mb = mb;
     http->dashboards = dashboards;
+    http->auth = auth;
     pthread_mutex_init(&http->readers_lock, NULL);
     http->listen_fd = open_listen_socket(cfg);
     if (http->listen_fd < 0)
         goto fail;
 
-    http->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, http->listen_fd,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, 30U, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)HTTP_THREADS,
-        MHD_OPTION_END);
+    if (cfg->tls_cert[0] != '\0') {
+        if (!read_text_file(cfg->tls_cert, &http->tls_cert) ||
+            !read_text_file(cfg->tls_key, &http->tls_key)) {
+            log_error(COMPONENT, "cannot read tls_cert %s or tls_key %s: check that both exist "
+                      "and are readable PEM files", cfg->tls_cert, cfg->tls_key);
+            goto fail;
+        }
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            log_error(COMPONENT, "this libmicrohttpd has no TLS support; remove tls_cert");
+            goto fail;
+        }
+        flags |= MHD_USE_TLS;
+    }
+
+    struct MHD_OptionItem options[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
+        {MHD_OPTION_LISTEN_SOCKET, http->listen_fd, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+        /* Slow or silent HTTP clients (slowloris) are cut off after this. */
+        {MHD_OPTION_CONNECTION_TIMEOUT, HTTP_TIMEOUT_S, NULL},
+        /* Bounds the request line and headers: larger ones get 431. */
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_MEMORY_LIMIT, NULL},
+        {MHD_OPTION_THREAD_POOL_SIZE, HTTP_THREADS, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL},
+        {http->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, http->tls_cert},
+        {http->tls_key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, http->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    http->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, http, MHD_OPTION_ARRAY,
+                                    options, MHD_OPTION_END);
     if (http->daemon == NULL) {
         log_error(COMPONENT, "cannot start the HTTP server on %s", cfg->listen);
         goto fail;
     }
     /* libmicrohttpd owns the listening socket from here on. */
     http->listen_fd = -1;
-    log_info(COMPONENT, "listening on http://%s (WebSocket at /ws)", cfg->listen);
+    log_info(COMPONENT, "listening on %s://%s (WebSocket at /ws)", http->tls_cert ? "https" : "http",
+             cfg->listen);
     return http;
 
 fail:
     if (http->listen_fd >= 0)
         close(http->listen_fd);
+    free(http->tls_cert);
+    free(http->tls_key);
     free(http);
     return NULL;
 }
@@ -696,6 +947,10 @@ void http_destroy(struct http *http)
         close(http->listen_fd);
     while (http->reader_count > 0)
         store_reader_close(http->readers[--http->reader_count]);
+    free(http->tls_cert);
+    if (http->tls_key != NULL)
+        explicit_bzero(http->tls_key, strlen(http->tls_key));
+    free(http->tls_key);
     pthread_mutex_destroy(&http->readers_lock);
     free(http);
 }

@@ -16,9 +16,11 @@
 struct http;
 
 /* Binds the listening socket and starts serving. Returns NULL with the
- * reason logged. Borrows @cfg, @mb and @dashboards (the checked array from
- * the dashboards file, or NULL). */
-struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *dashboards);
+ * reason logged. Borrows @cfg, @mb, @dashboards (the checked array from
+ * the dashboards file, or NULL) and @auth. */
+struct auth;
+struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *dashboards,
+                         const struct auth *auth);
 
 /* Stops accepting connections; requests in progress finish. */
 void http_quiesce(struct http *http);

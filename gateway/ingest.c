@@ -35,6 +35,7 @@ struct ingest {
     bool disconnected_done;
 
     struct log_ratelimit bad_topic_rl;
+    struct log_ratelimit tls_rl;
 };
 
 struct publish_ctx {
@@ -391,17 +392,39 @@ void ingest_destroy(struct ingest *in)
     free(in);
 }
 
+static int on_ssl_error(const char *text, size_t len, void *context)
+{
+    struct ingest *in = context;
+
+    log_limited(&in->tls_rl, LOG_WARN, COMPONENT, "TLS with %s: %.*s", in->cfg->mqtt_url,
+                (int)len, text);
+    return 0;
+}
+
 static void start_connect(struct ingest *in)
 {
     MQTTAsync_connectOptions v3 = MQTTAsync_connectOptions_initializer;
     MQTTAsync_connectOptions v5 = MQTTAsync_connectOptions_initializer5;
     MQTTAsync_connectOptions *opts = in->mqtt_version == MQTTVERSION_5 ? &v5 : &v3;
     MQTTProperties props = MQTTProperties_initializer;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     MQTTProperty expiry;
     int rc;
 
     opts->keepAliveInterval = in->cfg->mqtt_keepalive;
     opts->context = in;
+    if (strncmp(in->cfg->mqtt_url, "ssl://", 6) == 0 || strncmp(in->cfg->mqtt_url, "mqtts://", 8) == 0) {
+        /* Verify the broker's certificate and host name; a client
+         * certificate only when one is configured. */
+        ssl.enableServerCertAuth = 1;
+        ssl.verify = 1;
+        ssl.trustStore = in->cfg->mqtt_ca_file[0] ? in->cfg->mqtt_ca_file : NULL;
+        ssl.keyStore = in->cfg->mqtt_cert_file[0] ? in->cfg->mqtt_cert_file : NULL;
+        ssl.privateKey = in->cfg->mqtt_key_file[0] ? in->cfg->mqtt_key_file : NULL;
+        ssl.ssl_error_cb = on_ssl_error;
+        ssl.ssl_error_context = in;
+        opts->ssl = &ssl;
+    }
     opts->automaticReconnect = 0; /* the gateway retries itself, with logs */
     if (in->mqtt_version == MQTTVERSION_5) {
         /* Without a session expiry above 0 an MQTT 5 broker drops the

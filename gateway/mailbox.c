@@ -102,6 +102,9 @@ void mail_free(struct mail *m)
         break;
     case MAIL_UPGRADE:
         free(m->u.upgrade.extra);
+        if (m->u.upgrade.principal != NULL)
+            principal_cleanup(m->u.upgrade.principal);
+        free(m->u.upgrade.principal);
         break;
     case MAIL_PUBLISH_DONE:
         free(m->u.publish_done.request_id_json);
@@ -113,6 +116,9 @@ void mail_free(struct mail *m)
             sse_conn_destroy(m->u.sse_open.sse);
         }
         free(m->u.sse_open.filter);
+        if (m->u.sse_open.principal != NULL)
+            principal_cleanup(m->u.sse_open.principal);
+        free(m->u.sse_open.principal);
         break;
     case MAIL_HISTORY:
         free(m->u.history.request_id_json);

@@ -9,6 +9,7 @@
 #ifndef TIDEGATE_MAILBOX_H
 #define TIDEGATE_MAILBOX_H
 
+#include "auth.h"
 #include "msg.h"
 #include "store.h"
 
@@ -39,6 +40,8 @@ struct mail {
             char *extra;
             size_t extra_len;
             char peer[64];
+            char address[64];             /* the peer's IP address alone */
+            struct principal *principal;  /* NULL until the client sends auth */
         } upgrade;
         struct {
             uint64_t session_id;
@@ -59,6 +62,7 @@ struct mail {
             char *filter;
             struct history_request history;
             char peer[64];
+            struct principal *principal;
         } sse_open;
     } u;
 };

@@ -89,6 +89,12 @@ void metrics_render(struct buf *out)
     COUNTER("tidegate_history_messages_total", history_messages,
             "History messages sent to clients.");
     GAUGE("tidegate_sse_streams", sse_streams, "Server-Sent Events streams open now.");
+    COUNTER("tidegate_auth_failures_total", auth_failures,
+            "Tokens and API keys rejected (WebSocket and HTTP).");
+    COUNTER("tidegate_forbidden_total", forbidden,
+            "Subscriptions, publishes and reads refused by the client's permissions.");
+    COUNTER("tidegate_limit_rejections_total", limit_rejections,
+            "Requests and connections refused by a limit.");
 
     pthread_mutex_lock(&extra_lock);
     if (extra_render != NULL)

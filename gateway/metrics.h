@@ -32,6 +32,9 @@ struct metrics {
     atomic_uint_fast64_t history_requests;
     atomic_uint_fast64_t history_messages;
     atomic_int_fast64_t sse_streams;
+    atomic_uint_fast64_t auth_failures;     /* credentials rejected */
+    atomic_uint_fast64_t forbidden;         /* requests outside a client's permissions */
+    atomic_uint_fast64_t limit_rejections;  /* requests or connections over a limit */
 };
 
 extern struct metrics metrics;

@@ -189,6 +189,7 @@ static bool parse_type(const char *type, struct request *req, char *err, size_t 
         {"unsubscribe", REQUEST_UNSUBSCRIBE},
         {"publish", REQUEST_PUBLISH},
         {"ping", REQUEST_PING},
+        {"auth", REQUEST_AUTH},
     };
 
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -197,7 +198,7 @@ static bool parse_type(const char *type, struct request *req, char *err, size_t 
             return true;
         }
     }
-    FAIL("unknown message type '%.*s': expected subscribe, unsubscribe, publish or ping",
+    FAIL("unknown message type '%.*s': expected subscribe, unsubscribe, publish, ping or auth",
          utf8_prefix_len(type, 64), type);
 }
 
@@ -269,7 +270,7 @@ bool protocol_parse_request(const uint8_t *data, size_t len, struct request *req
 
     type = json_object_get(req->root, "type");
     if (!json_is_string(type))
-        FAIL("'type' is missing: expected subscribe, unsubscribe, publish or ping");
+        FAIL("'type' is missing: expected subscribe, unsubscribe, publish, ping or auth");
     if (!parse_type(json_string_value(type), req, err, err_size))
         return false;
 
@@ -297,6 +298,13 @@ bool protocol_parse_request(const uint8_t *data, size_t len, struct request *req
         return parse_publish(req->root, req, err, err_size);
     case REQUEST_PING:
         return true;
+    case REQUEST_AUTH: {
+        json_t *token = json_object_get(req->root, "token");
+        if (!json_is_string(token) || json_string_length(token) == 0)
+            FAIL("'token' must be a non-empty string: a JWT or an API key");
+        req->token = json_string_value(token);
+        return true;
+    }
     }
     return true;
 }

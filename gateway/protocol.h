@@ -21,6 +21,7 @@ enum request_type {
     REQUEST_UNSUBSCRIBE = 2,
     REQUEST_PUBLISH = 3,
     REQUEST_PING = 4,
+    REQUEST_AUTH = 5,
 };
 
 enum history_kind {
@@ -60,6 +61,7 @@ struct request {
     size_t payload_len;
     int qos;
     bool retain;
+    const char *token;    /* auth; borrowed from root, never logged */
 };
 
 enum protocol_error_code {

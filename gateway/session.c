@@ -20,6 +20,7 @@
 
 static void on_text(struct ws_conn *conn, const uint8_t *data, size_t len, void *user);
 static void handle_subscribe(struct session *s, struct request *req);
+static void set_rate(struct session *s, struct session_filter *f, double max_rate);
 
 /* ---- the transport: a WebSocket connection or a Server-Sent Events stream ---- */
 
@@ -150,14 +151,31 @@ static void send_welcome(struct session *s)
     send_json(s, obj);
 }
 
+static void adopt_principal(struct session *s, struct principal *principal)
+{
+    if (principal == NULL)
+        return;
+    principal_cleanup(&s->principal);
+    s->principal = *principal; /* takes over its lists */
+    memset(principal, 0, sizeof(*principal));
+    s->authenticated = true;
+    s->auth_deadline_ms = 0;
+}
+
 struct session *session_create(struct gateway *gw, int fd, struct MHD_UpgradeResponseHandle *urh,
-                               const char *extra, size_t extra_len, const char *peer)
+                               const char *extra, size_t extra_len, const char *peer,
+                               struct principal *principal)
 {
     static const struct ws_callbacks callbacks = {.on_text = on_text};
     struct session *s = calloc(1, sizeof(*s));
 
     if (s == NULL)
         return NULL;
+    adopt_principal(s, principal);
+    if (!s->authenticated)
+        s->auth_deadline_ms = clock_monotonic_ms() + SESSION_AUTH_TIMEOUT_MS;
+    s->publish_tokens = 2.0 * gw->cfg->publish_rate;
+    s->publish_refill_ms = clock_monotonic_ms();
     s->gw = gw;
     s->id = ++gw->next_session_id;
     snprintf(s->peer, sizeof(s->peer), "%s", peer);
@@ -171,13 +189,15 @@ struct session *session_create(struct gateway *gw, int fd, struct MHD_UpgradeRes
 }
 
 struct session *session_create_sse(struct gateway *gw, struct sse_conn *sse, const char *peer,
-                                   const char *filter, const struct history_request *history)
+                                   const char *filter, const struct history_request *history,
+                                   struct principal *principal)
 {
     struct session *s = calloc(1, sizeof(*s));
     struct request req;
 
     if (s == NULL)
         return NULL;
+    adopt_principal(s, principal);
     s->gw = gw;
     s->id = ++gw->next_session_id;
     s->sse = sse;
@@ -211,6 +231,7 @@ void session_destroy(struct session *s)
     free(s->held);
     ws_conn_destroy(s->ws);
     sse_conn_destroy(s->sse);
+    principal_cleanup(&s->principal);
     free(s);
 }
 
@@ -459,6 +480,23 @@ static void handle_subscribe(struct session *s, struct request *req)
         return;
     }
 
+    if (!principal_may_subscribe(&s->principal, req->filter)) {
+        metrics_add(&metrics.forbidden, 1);
+        snprintf(message, sizeof(message), "'%.60s' may not subscribe to '%.*s'",
+                 s->principal.name, utf8_prefix_len(req->filter, 100), req->filter);
+        send_error(s, req->id, PROTOCOL_FORBIDDEN, message);
+        return;
+    }
+    if (find_filter(s, req->filter) == NULL &&
+        s->filter_count >= (size_t)s->gw->cfg->max_subscriptions_per_client) {
+        metrics_add(&metrics.limit_rejections, 1);
+        snprintf(message, sizeof(message),
+                 "this client holds %zu subscriptions, the most allowed "
+                 "(max_subscriptions_per_client): unsubscribe some first",
+                 s->filter_count);
+        send_error(s, req->id, PROTOCOL_LIMIT, message);
+        return;
+    }
     if (find_filter(s, req->filter) == NULL && !add_filter(s, req->filter)) {
         send_error(s, req->id, PROTOCOL_UNAVAILABLE, "out of memory; try again later");
         return;
@@ -510,13 +548,81 @@ static void handle_unsubscribe(struct session *s, struct request *req)
     send_json(s, reply);
 }
 
-static bool publish_allowed(const struct config *cfg, const char *topic)
+/* A token bucket: publish_rate tokens per second, up to twice that stored. */
+static bool take_publish_token(struct session *s)
 {
-    for (size_t i = 0; i < cfg->publish_allow.count; i++) {
-        if (topic_matches(cfg->publish_allow.items[i], topic))
-            return true;
+    int64_t now = clock_monotonic_ms();
+    double rate = s->gw->cfg->publish_rate;
+
+    s->publish_tokens += (double)(now - s->publish_refill_ms) * rate / 1000.0;
+    if (s->publish_tokens > 2.0 * rate)
+        s->publish_tokens = 2.0 * rate;
+    s->publish_refill_ms = now;
+    if (s->publish_tokens < 1.0)
+        return false;
+    s->publish_tokens -= 1.0;
+    return true;
+}
+
+/* Authenticates with the token of an auth message, replacing who the
+ * client is; subscriptions the new principal may not hold are dropped. */
+static void handle_auth(struct session *s, struct request *req)
+{
+    struct principal next;
+    char err[256];
+    json_t *reply;
+
+    if (!auth_authenticate(s->gw->auth, req->token, clock_realtime_ms(), &next, err,
+                           sizeof(err))) {
+        metrics_add(&metrics.auth_failures, 1);
+        log_limited(&s->gw->auth_rl, LOG_WARN, COMPONENT,
+                    "session %llu (%s): rejected a credential: %s", (unsigned long long)s->id,
+                    s->peer, err);
+        send_error(s, req->id, PROTOCOL_FORBIDDEN, err);
+        return;
     }
-    return false;
+    adopt_principal(s, &next);
+    log_info(COMPONENT, "session %llu (%s): authenticated as '%s'", (unsigned long long)s->id,
+             s->peer, s->principal.name);
+
+    for (size_t i = s->filter_count; i > 0; i--) {
+        struct session_filter *f = &s->filters[i - 1];
+        char message[256];
+        if (principal_may_subscribe(&s->principal, f->filter))
+            continue;
+        snprintf(message, sizeof(message), "the new token does not allow '%.*s': unsubscribed",
+                 utf8_prefix_len(f->filter, 100), f->filter);
+        send_error(s, NULL, PROTOCOL_FORBIDDEN, message);
+        hub_unsubscribe(s->gw->hub, f->sub);
+        set_rate(s, f, 0);
+        free(f->filter);
+        *f = s->filters[--s->filter_count];
+        metrics_gauge_add(&metrics.subscriptions, -1);
+    }
+
+    reply = reply_new("authenticated", req->id);
+    json_object_set_new(reply, "sub", json_string(s->principal.name));
+    if (s->principal.expires_ms > 0)
+        json_object_set_new(reply, "expires_ms", json_integer(s->principal.expires_ms));
+    send_json(s, reply);
+}
+
+bool session_check_token(struct session *s, int64_t now_ms, int64_t monotonic_ms)
+{
+    if (!s->authenticated && s->auth_deadline_ms > 0 && monotonic_ms >= s->auth_deadline_ms) {
+        session_close(s, WS_CLOSE_POLICY_VIOLATION,
+                      "authentication required: send an auth message first");
+        return false;
+    }
+    if (s->authenticated && s->principal.expires_ms > 0 && now_ms >= s->principal.expires_ms) {
+        log_info(COMPONENT, "session %llu (%s): the token of '%s' expired", (unsigned long long)s->id,
+                 s->peer, s->principal.name);
+        s->principal.expires_ms = 0;
+        session_close(s, SESSION_CLOSE_TOKEN_EXPIRED,
+                      "token expired: get a new token and reconnect");
+        return false;
+    }
+    return true;
 }
 
 static void handle_publish(struct session *s, struct request *req)
@@ -531,12 +637,21 @@ static void handle_publish(struct session *s, struct request *req)
         send_error(s, req->id, PROTOCOL_INVALID, message);
         return;
     }
-    if (!publish_allowed(s->gw->cfg, req->topic)) {
+    if (!principal_may_publish(&s->principal, req->topic)) {
+        metrics_add(&metrics.forbidden, 1);
         snprintf(message, sizeof(message),
-                 "publishing to '%.*s' is not allowed: the topic matches no publish_allow "
-                 "filter of this gateway",
-                 utf8_prefix_len(req->topic, 100), req->topic);
+                 "publishing to '%.*s' is not allowed: the topic matches none of the publish "
+                 "filters of '%.60s'",
+                 utf8_prefix_len(req->topic, 100), req->topic, s->principal.name);
         send_error(s, req->id, PROTOCOL_FORBIDDEN, message);
+        return;
+    }
+    if (!take_publish_token(s)) {
+        metrics_add(&metrics.limit_rejections, 1);
+        snprintf(message, sizeof(message),
+                 "publish rate over %d per second (publish_rate): slow down and retry",
+                 s->gw->cfg->publish_rate);
+        send_error(s, req->id, PROTOCOL_LIMIT, message);
         return;
     }
 
@@ -588,7 +703,18 @@ static void on_text(struct ws_conn *conn, const uint8_t *data, size_t len, void 
         return;
     }
 
+    if (!s->authenticated && req.type != REQUEST_AUTH && req.type != REQUEST_PING) {
+        send_error(s, req.id, PROTOCOL_FORBIDDEN,
+                   "authentication required: send {\"type\":\"auth\",\"token\":\"...\"} "
+                   "first, or connect with ?access_token=");
+        request_cleanup(&req);
+        return;
+    }
+
     switch (req.type) {
+    case REQUEST_AUTH:
+        handle_auth(s, &req);
+        break;
     case REQUEST_SUBSCRIBE:
         handle_subscribe(s, &req);
         break;

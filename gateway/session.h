@@ -5,6 +5,7 @@
 #ifndef TIDEGATE_SESSION_H
 #define TIDEGATE_SESSION_H
 
+#include "auth.h"
 #include "hub.h"
 #include "msg.h"
 
@@ -28,6 +29,12 @@ struct session {
     struct hub_subscriber subscriber; /* first, so the hub's pointer converts back */
     uint64_t id;
     struct gateway *gw;
+    struct principal principal; /* who the client is; name[0] == 0 until authenticated */
+    bool authenticated;
+    int64_t auth_deadline_ms;   /* close when still unauthenticated by then; 0 for none */
+    double publish_tokens;      /* token bucket for publish_rate */
+    int64_t publish_refill_ms;
+    char address[64];           /* the peer's IP address, for per-address limits */
     struct ws_conn *ws;   /* exactly one of ws and sse is set */
     struct sse_conn *sse;
     char peer[64];
@@ -58,10 +65,12 @@ struct session {
 
 /*
  * Creates a session on an upgraded socket and sends the welcome message.
+ * Adopts @principal (NULL: the client must send an auth message first).
  * Returns NULL when out of memory; the socket is then closed.
  */
 struct session *session_create(struct gateway *gw, int fd, struct MHD_UpgradeResponseHandle *urh,
-                               const char *extra, size_t extra_len, const char *peer);
+                               const char *extra, size_t extra_len, const char *peer,
+                               struct principal *principal);
 
 /*
  * Creates a session on a Server-Sent Events stream, subscribed to @filter
@@ -69,7 +78,23 @@ struct session *session_create(struct gateway *gw, int fd, struct MHD_UpgradeRes
  * to @sse. Returns NULL when out of memory.
  */
 struct session *session_create_sse(struct gateway *gw, struct sse_conn *sse, const char *peer,
-                                   const char *filter, const struct history_request *history);
+                                   const char *filter, const struct history_request *history,
+                                   struct principal *principal);
+
+/* Seconds a WebSocket client has to authenticate when it connected
+ * without a credential and anonymous clients are not allowed. */
+#define SESSION_AUTH_TIMEOUT_MS 10000
+
+/* Close code when the token expires: 4000-4999 is for applications
+ * (RFC 6455, section 7.4.2); the reason says to fetch a new token. */
+#define SESSION_CLOSE_TOKEN_EXPIRED 4001
+
+/*
+ * Closes a client whose token expired or that did not authenticate in
+ * time. Returns false when it started closing. @now_ms is wall-clock time,
+ * @monotonic_ms the monotonic clock.
+ */
+bool session_check_token(struct session *s, int64_t now_ms, int64_t monotonic_ms);
 
 /* Transport-neutral operations for the loop. */
 void session_flush(struct session *s);

@@ -83,3 +83,43 @@ bool topic_matches(const char *filter, const char *topic)
         t = t_end + 1;
     }
 }
+
+bool topic_filter_covers(const char *allowed, const char *requested)
+{
+    const char *a = allowed;
+    const char *r = requested;
+
+    /* A filter that starts with a wildcard matches no "$" topic, so it
+     * cannot cover a request for "$" topics. */
+    if ((a[0] == '+' || a[0] == '#') && r[0] == '$')
+        return false;
+
+    for (;;) {
+        const char *a_end = strchrnul(a, '/');
+        const char *r_end = strchrnul(r, '/');
+        bool a_plus = a[0] == '+' && a_end == a + 1;
+        bool a_hash = a[0] == '#' && a_end == a + 1;
+        bool r_plus = r[0] == '+' && r_end == r + 1;
+        bool r_hash = r[0] == '#' && r_end == r + 1;
+
+        if (a_hash)
+            return true;
+        if (r_hash)
+            return false; /* only '#' covers '#' */
+        if (r_plus && !a_plus)
+            return false;
+        if (!a_plus && !r_plus &&
+            (a_end - a != r_end - r || memcmp(a, r, (size_t)(a_end - a)) != 0))
+            return false;
+
+        if (*a_end == '\0' && *r_end == '\0')
+            return true;
+        if (*r_end == '\0')
+            /* The request ends here: "a/#" also covers "a". */
+            return strcmp(a_end, "/#") == 0;
+        if (*a_end == '\0')
+            return false;
+        a = a_end + 1;
+        r = r_end + 1;
+    }
+}

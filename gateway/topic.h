@@ -31,4 +31,12 @@ const char *topic_check_filter(const char *filter, size_t len);
  */
 bool topic_matches(const char *filter, const char *topic);
 
+/*
+ * Returns true when every topic name that @requested can match is also
+ * matched by @allowed, so a client allowed @allowed may subscribe to
+ * @requested: "site/a/+/temp" lies within "site/a/#", "site/#" does not.
+ * Both must be valid filters.
+ */
+bool topic_filter_covers(const char *allowed, const char *requested);
+
 #endif

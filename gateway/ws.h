@@ -39,6 +39,7 @@ struct ws_conn;
 #define WS_CLOSE_POLICY_VIOLATION 1008
 #define WS_CLOSE_MESSAGE_TOO_BIG 1009
 #define WS_CLOSE_INTERNAL_ERROR 1011
+#define WS_CLOSE_TRY_AGAIN_LATER 1013
 
 /* Bytes reserved at the start of a frame buffer for the largest header. */
 #define WS_FRAME_HEADROOM 10

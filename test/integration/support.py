@@ -117,11 +117,11 @@ def wait_for_port(port, proc, timeout=WAIT):
     return False
 
 
-def http_get(port, path, timeout=WAIT):
+def http_get(port, path, timeout=WAIT, headers=None):
     """Send GET path to 127.0.0.1:port and return (status, headers dict with lower-case names, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         body = resp.read()
         headers = {k.lower(): v for k, v in resp.getheaders()}

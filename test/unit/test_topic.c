@@ -116,6 +116,44 @@ static void test_matching_dollar_topics(void **state)
     assert_true(topic_matches("a/+", "a/$b"));
 }
 
+static void test_filter_covers(void **state)
+{
+    static const struct {
+        const char *allowed;
+        const char *requested;
+        bool covered;
+    } cases[] = {
+        {"site/a/#", "site/a/+/temp", true},
+        {"site/a/#", "site/a", true},
+        {"site/a/#", "site/a/#", true},
+        {"site/a/#", "site/#", false},
+        {"site/a/#", "site/+/x", false},
+        {"site/+/temp", "site/a/temp", true},
+        {"site/+/temp", "site/+/temp", true},
+        {"site/+/temp", "site/#", false},
+        {"site/+/temp", "site/a/temp/x", false},
+        {"a/b", "a/b", true},
+        {"a/b", "a/+", false},
+        {"a/b", "a/b/c", false},
+        {"#", "anything/+/#", true},
+        {"#", "$SYS/#", false},
+        {"+/x", "$SYS/x", false},
+        {"$SYS/#", "$SYS/broker/+", true},
+        {"a/+/#", "a", false},
+        {"a/+/#", "a/b", true},
+        {"+", "/", false},
+        {"+/+", "/", true},
+        {"/#", "/a/b", true},
+        {"/#", "a", false},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (topic_filter_covers(cases[i].allowed, cases[i].requested) != cases[i].covered)
+            fail_msg("'%s' covering '%s': expected %s", cases[i].allowed, cases[i].requested,
+                     cases[i].covered ? "true" : "false");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_matching_plus),
         cmocka_unit_test(test_matching_hash),
         cmocka_unit_test(test_matching_dollar_topics),
+        cmocka_unit_test(test_filter_covers),
     };
 
     return cmocka_run_group_tests_name("topic", tests, NULL, NULL);
