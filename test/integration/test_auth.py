@@ -392,3 +392,13 @@ def test_tls_https_and_wss(broker, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=WAIT_S) == 0
+
+
+def test_oversized_headers_get_431(gateway_factory):
+    gateway = gateway_factory(sync=False)
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=WAIT_S)
+    conn.request("GET", "/healthz", headers={"X-Filler": "a" * 100000})
+    assert conn.getresponse().status == 431
+    conn.close()
+    status, _, _ = http_get(gateway.port, "/healthz")
+    assert status == 200
