@@ -11,7 +11,8 @@
  * logged (rate-limited), counted and handled by its instance's on_error
  * policy; it never stops the gateway.
  *
- * Threads: chain_run is called by one thread at a time. Counters are
+ * Threads: chain_run is called by one thread at a time (the pipeline
+ * serialises it). Counters are
  * atomics, so chain_render_metrics may run on another thread while the
  * chain is not being destroyed.
  */

@@ -31,6 +31,7 @@ struct pipeline {
     bool wait_for_commit;
 
     pthread_t thread;
+    pthread_mutex_t work_lock; /* one batch is processed at a time */
     pthread_mutex_t lock;
     pthread_cond_t queued;    /* the thread waits for work */
     pthread_cond_t committed; /* submitters wait for their ticket */
@@ -98,6 +99,7 @@ struct pipeline *pipeline_create(const struct config *cfg, struct mailbox *mb)
     metrics_set_store_healthy(true);
 
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->work_lock, NULL);
     pthread_mutex_init(&p->chain_lock, NULL);
     pthread_cond_init(&p->queued, NULL);
     pthread_cond_init(&p->committed, NULL);
@@ -119,12 +121,25 @@ bool pipeline_store_healthy(const struct pipeline *p)
     return atomic_load(&p->healthy);
 }
 
+static void process_batch(struct pipeline *p, struct msg **batch, size_t count,
+                          void (*done)(struct pipeline *p, uint64_t ticket), uint64_t ticket);
+
 void pipeline_submit(struct pipeline *p, struct msg *m)
 {
     uint64_t ticket;
 
+    /* In commit mode Paho hands over one message at a time and its PUBACK
+     * waits for the commit anyway, so the work is done right here, on
+     * Paho's thread: no hand-off to the pipeline thread and back. */
+    if (p->wait_for_commit) {
+        pthread_mutex_lock(&p->work_lock);
+        process_batch(p, &m, 1, NULL, 0);
+        pthread_mutex_unlock(&p->work_lock);
+        return;
+    }
+
     pthread_mutex_lock(&p->lock);
-    while (!p->wait_for_commit && p->queue_len >= PIPELINE_QUEUE_MAX && !p->stopping)
+    while (p->queue_len >= PIPELINE_QUEUE_MAX && !p->stopping)
         pthread_cond_wait(&p->committed, &p->lock);
     if (p->queue_len == p->queue_cap) {
         size_t cap = p->queue_cap ? p->queue_cap * 2 : 1024;
@@ -142,8 +157,7 @@ void pipeline_submit(struct pipeline *p, struct msg *m)
     ticket = ++p->tickets_issued;
     pthread_cond_signal(&p->queued);
 
-    while (p->wait_for_commit && p->tickets_done < ticket && !p->stopping)
-        pthread_cond_wait(&p->committed, &p->lock);
+    (void)ticket;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -233,6 +247,34 @@ static void swap_chain_if_reloaded(struct pipeline *p)
                  chain_instance_count(p->chain));
 }
 
+/* Drops duplicates, runs the chain, sequences and commits @batch, then
+ * calls @done (the PUBACKs may go) and forwards the result to the loop.
+ * Adopts the messages. Call with work_lock held. */
+static void process_batch(struct pipeline *p, struct msg **batch, size_t count,
+                          void (*done)(struct pipeline *p, uint64_t ticket), uint64_t ticket)
+{
+    struct msg_list out = {0};
+
+    swap_chain_if_reloaded(p);
+    count = drop_duplicates(p, batch, count);
+    for (size_t i = 0; i < count; i++)
+        chain_run(p->chain, batch[i], &out);
+    if (out.count > 0)
+        commit_batch(p, out.items, out.count);
+    if (done != NULL)
+        done(p, ticket);
+    forward(p, out.items, out.count);
+    free(out.items);
+}
+
+static void tickets_done(struct pipeline *p, uint64_t ticket)
+{
+    pthread_mutex_lock(&p->lock);
+    p->tickets_done = ticket;
+    pthread_cond_broadcast(&p->committed);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void *pipeline_main(void *arg)
 {
     struct pipeline *p = arg;
@@ -251,7 +293,9 @@ static void *pipeline_main(void *arg)
         }
         if (p->queue_len == 0) {
             pthread_mutex_unlock(&p->lock);
+            pthread_mutex_lock(&p->work_lock);
             swap_chain_if_reloaded(p);
+            pthread_mutex_unlock(&p->work_lock);
             continue;
         }
         count = p->queue_len < PIPELINE_BATCH_MAX ? p->queue_len : PIPELINE_BATCH_MAX;
@@ -261,24 +305,13 @@ static void *pipeline_main(void *arg)
         last_ticket = p->tickets_issued - p->queue_len;
         pthread_mutex_unlock(&p->lock);
 
-        swap_chain_if_reloaded(p);
-        count = drop_duplicates(p, batch, count);
-        struct msg_list out = {0};
-        for (size_t i = 0; i < count; i++)
-            chain_run(p->chain, batch[i], &out);
-        if (out.count > 0)
-            commit_batch(p, out.items, out.count);
-
-        /* The PUBACKs may go now: the batch is stored (or could not be). */
-        pthread_mutex_lock(&p->lock);
-        p->tickets_done = last_ticket;
-        pthread_cond_broadcast(&p->committed);
-        pthread_mutex_unlock(&p->lock);
-
-        forward(p, out.items, out.count);
-        free(out.items);
+        pthread_mutex_lock(&p->work_lock);
+        process_batch(p, batch, count, tickets_done, last_ticket);
+        pthread_mutex_unlock(&p->work_lock);
     }
+    pthread_mutex_lock(&p->work_lock);
     swap_chain_if_reloaded(p);
+    pthread_mutex_unlock(&p->work_lock);
     return NULL;
 }
 
@@ -307,6 +340,7 @@ void pipeline_destroy(struct pipeline *p)
              (unsigned long long)p->sequencer.last_seq);
     free(p->queue);
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->work_lock);
     pthread_mutex_destroy(&p->chain_lock);
     pthread_cond_destroy(&p->queued);
     pthread_cond_destroy(&p->committed);

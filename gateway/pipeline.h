@@ -1,8 +1,10 @@
 /*
- * The pipeline between ingest and the hub: it gives each message its seq
- * and arrival time, commits it to the window store in batches, and then
- * hands it to the event loop for fan-out. It runs on its own thread so
- * neither Paho's thread nor the loop ever waits for the disk.
+ * The pipeline between ingest and the hub: it runs the plugin chain, gives
+ * each message its seq and arrival time, commits it to the window store,
+ * and then hands it to the event loop for fan-out, so the loop never waits
+ * for the disk. In commit mode this work runs on Paho's thread, whose
+ * PUBACK waits for the commit anyway; in batched mode on the pipeline's
+ * own thread, in group commits of everything queued.
  *
  * Delivery guarantee: in the default "commit" mode pipeline_submit returns
  * only after the message is committed, and Paho sends the PUBACK after the

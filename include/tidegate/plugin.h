@@ -14,9 +14,11 @@
  *     cc -shared -fPIC $(pkg-config --cflags tidegate-plugin) -o my.so my.c
  *
  * Threads: the calls for one instance never overlap: init, then
- * transforms, then cleanup. Transforms run on the gateway's pipeline
- * thread. Other instances may be created on another thread while the
- * pipeline runs (at start-up and when SIGHUP reloads the chain), so keep
+ * transforms, then cleanup. Transforms of the whole chain run one message
+ * at a time, on the thread that commits messages (the MQTT client's thread
+ * in commit mode, the pipeline thread in batched mode). Other instances may
+ * be created on another thread while messages flow (at start-up and when
+ * SIGHUP reloads the chain), so keep
  * all state in the instance (the state pointer init returns), never in
  * globals; that also lets one plugin be configured twice with different
  * settings. A transform sits on the path of every message: it must not
