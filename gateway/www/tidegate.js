@@ -55,6 +55,9 @@
  *                       subscribe. After a reconnect the client asks for {since: {epoch, seq}}
  *                       from the last seq this subscription delivered, so the gateway can send
  *                       what was missed.
+ *       opts.maxRate    messages per second per topic (a number > 0): the gateway conflates
+ *                       faster topics to their latest message. For views that show only the
+ *                       latest value; omit it where every message matters.
  *       opts.onMessage(message, subscription)  a message matching the filter. message is
  *                       {topic, seq, ts, qos, retain, encoding, payload, history}, payload is
  *                       decoded: encoding "json" gives the JSON value, "utf8" a string and
@@ -238,6 +241,7 @@ export class Subscription {
     this.client = client;
     this.filter = filter;
     this.history = options.history;
+    this.maxRate = options.maxRate;
     this.onMessage = options.onMessage;
     this.onSubscribed = options.onSubscribed;
     this.onGap = options.onGap;
@@ -615,6 +619,9 @@ export class TidegateClient {
 
   sendSubscribe(subscription) {
     const body = { type: "subscribe", filter: subscription.filter };
+    if (subscription.maxRate !== undefined) {
+      body.max_rate = subscription.maxRate;
+    }
     const history = subscription.historyRequest();
     if (history) {
       body.history = history;
@@ -635,6 +642,7 @@ export class TidegateClient {
       // the old lastSeq no longer filters duplicates.
       subscription.epoch = this.server.epoch;
       subscription.lastSeq = null;
+      subscription.topicSeqs = null;
       subscription.floorSeq = this.server.seq;
     }
     subscription.active = true;
@@ -769,6 +777,25 @@ export class TidegateClient {
 
   deliver(subscription, message) {
     if (typeof message.seq === "number") {
+      // A conflated (maxRate) subscription gets each topic's latest message
+      // after a pause, so seqs only increase per topic: a message may come
+      // after a newer one on another topic and must still be delivered.
+      if (subscription.maxRate !== undefined && !message.history) {
+        const topicSeqs = subscription.topicSeqs || (subscription.topicSeqs = new Map());
+        const last = topicSeqs.get(message.topic);
+        if (last !== undefined && message.seq <= last) {
+          return;
+        }
+        if (topicSeqs.size >= 10000 && last === undefined) {
+          topicSeqs.clear();
+        }
+        topicSeqs.set(message.topic, message.seq);
+        if (subscription.lastSeq === null || message.seq > subscription.lastSeq) {
+          subscription.lastSeq = message.seq;
+        }
+        callHandler(subscription.onMessage, message, subscription);
+        return;
+      }
       if (subscription.lastSeq !== null && message.seq <= subscription.lastSeq) {
         return;
       }
