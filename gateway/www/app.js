@@ -33,7 +33,10 @@ const elements = Object.fromEntries(
   ].map((id) => [id, document.getElementById(id)]),
 );
 
-const client = new TidegateClient({ bigInt: true, autoConnect: false });
+// A gateway that requires authentication takes a token in the page's URL
+// fragment (#access_token=...), which browsers never send to servers or logs.
+const pageToken = new URLSearchParams(location.hash.slice(1)).get("access_token") || undefined;
+const client = new TidegateClient({ bigInt: true, autoConnect: false, token: pageToken });
 const feeds = new FeedManager(client);
 const widgets = [];
 let tree = null;

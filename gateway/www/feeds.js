@@ -262,7 +262,7 @@ class Feed {
     const params = new URLSearchParams({ filter: this.filter });
     let topics = [];
     try {
-      const response = await fetch(`/api/v1/topics?${params}`);
+      const response = await fetch(`/api/v1/topics?${params}`, authOptions(this.client));
       const body = await response.json();
       if (!response.ok) {
         throw new Error(body.message || `HTTP ${response.status}`);
@@ -297,7 +297,7 @@ class Feed {
     }
     let body = null;
     try {
-      const response = await fetch(`/api/v1/history?${params}`);
+      const response = await fetch(`/api/v1/history?${params}`, authOptions(this.client));
       body = await response.json();
       if (!response.ok) {
         throw new Error(body.message || `HTTP ${response.status}`);
@@ -358,4 +358,10 @@ function base64Bytes(text) {
     bytes[i] = binary.charCodeAt(i);
   }
   return bytes;
+}
+
+/** Fetch options that carry the client's token, when it has one. */
+function authOptions(client) {
+  const token = client.options && client.options.token;
+  return token ? { headers: { Authorization: `Bearer ${token}` } } : {};
 }

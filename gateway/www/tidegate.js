@@ -26,6 +26,10 @@
  *                            as BigInt, keeping every digit. It needs JSON.parse source text
  *                            access (Chrome 114, Firefox 135, Safari 18.4), and older browsers
  *                            round those integers.
+ *            token           a JWT or API key, sent as the access_token query parameter on
+ *                            every connect (browsers cannot set WebSocket headers). Change it
+ *                            with setToken() before it expires: the client sends an auth
+ *                            message, so the connection stays open.
  *            WebSocket       WebSocket constructor to use (default globalThis.WebSocket).
  *            onState, onWelcome, onError: handlers added as with on() below.
  *
@@ -376,7 +380,7 @@ export class TidegateClient {
 
     let socket;
     try {
-      socket = new this.WebSocketImpl(this.url);
+      socket = new this.WebSocketImpl(this.connectUrl());
     } catch (error) {
       // A malformed URL throws here; report it as a close and stop, because retrying
       // cannot fix it.
@@ -558,6 +562,27 @@ export class TidegateClient {
   }
 
   /** Publishes a message. The header comment lists the payload types. */
+  /** The URL to open: the gateway URL with the token, when there is one. */
+  connectUrl() {
+    if (!this.options.token) {
+      return this.url;
+    }
+    const separator = this.url.includes("?") ? "&" : "?";
+    return `${this.url}${separator}access_token=${encodeURIComponent(this.options.token)}`;
+  }
+
+  /**
+   * Replaces the credential. When connected, sends it in an auth message and
+   * resolves with the gateway's "authenticated" reply; later connects use it too.
+   */
+  setToken(token) {
+    this.options.token = token;
+    if (this.state !== "open") {
+      return Promise.resolve(null);
+    }
+    return this.request({ type: "auth", token });
+  }
+
   publish(topic, payload, { qos = 0, retain = false } = {}) {
     if (typeof topic !== "string" || topic === "") {
       return Promise.reject(new TidegateError("invalid", "topic must be a non-empty string"));

@@ -289,3 +289,37 @@ test("burst of 5000 keeps page responsive", { skip: NEEDS }, async () => {
     await page.close();
   });
 });
+
+test("built-in assets and a token in the URL fragment", async () => {
+  const secret = "browser-test-secret-0123456789abcdef0123";
+  const { writeFileSync, mkdtempSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const path = await import("node:path");
+  const { createHmac } = await import("node:crypto");
+  const dir = mkdtempSync(path.join(tmpdir(), "tidegate-token-"));
+  const keyFile = path.join(dir, "secret");
+  writeFileSync(keyFile, secret);
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({
+    sub: "viewer", exp: Math.floor(Date.now() / 1000) + 600, subscribe: ["#"], publish: [],
+  })}`;
+  const token = `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+
+  await withStack({
+    builtinAssets: true,
+    extraArgs: ["--auth-jwt-algorithm", "HS256", "--auth-jwt-key-file", keyFile],
+  }, async (stack) => {
+    const mqtt = await stack.mqttClient();
+    await mqtt.publishAsync("lab/mote7/telemetry", JSON.stringify({ temperature: 19.5 }), { qos: 1 });
+
+    const denied = await openPage(browser, `${stack.url}/`);
+    await denied.waitForTimeout(1500);
+    assert.equal(await denied.locator('[data-path="lab/mote7/telemetry"]').count(), 0);
+    await denied.close();
+
+    const page = await openPage(browser, `${stack.url}/#access_token=${token}`);
+    await page.waitForSelector('[data-path="lab/mote7/telemetry"]');
+    assert.equal(await page.textContent("#state"), "live");
+    await page.close();
+  });
+});

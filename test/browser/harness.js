@@ -154,7 +154,8 @@ class Stack {
     for (const filter of this.options.publishAllow || ["chat/#"]) {
       args.push("--publish-allow", filter);
     }
-    if (this.help.includes("--www")) {
+    args.push(...(this.options.extraArgs || []));
+    if (this.help.includes("--www") && !this.options.builtinAssets) {
       // Serve the files of the work tree, including ones not yet built into the binary.
       args.push("--www", WWW_DIR);
     }
