@@ -739,7 +739,8 @@ static void print_help(void)
            "  --print-config         print the effective settings as JSON and exit\n"
            "  --version              print the version and exit\n"
            "  --help                 print this help and exit\n\n"
-           "Settings (config key, option, environment variable TIDEGATE_<KEY>):\n");
+           "Settings: option, then the config file key in brackets; the environment variable\n"
+           "is TIDEGATE_ and the key in upper case (--mqtt-url: mqtt_url, TIDEGATE_MQTT_URL).\n");
     for (size_t i = 0; i < SETTING_COUNT; i++) {
         char option[64];
         snprintf(option, sizeof(option), "--%s", settings[i].key);
@@ -747,7 +748,9 @@ static void print_help(void)
             if (*p == '_')
                 *p = '-';
         }
-        printf("  %-24s %s\n", option, settings[i].help);
+        snprintf(option + strlen(option), sizeof(option) - strlen(option), " [%s]",
+                 settings[i].key);
+        printf("  %-30s %s\n", option, settings[i].help);
     }
     printf("\nList settings take a comma-separated list in the environment.\n"
            "Precedence: command line, then environment, then config file, then defaults.\n");
@@ -759,6 +762,8 @@ static bool load_file(struct config *cfg, const char *path, char *err, size_t er
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     bool ok;
 
+    if (root == NULL && jerr.line < 0)
+        FAIL("cannot read config file %s: %s", path, jerr.text);
     if (root == NULL)
         FAIL("cannot read config file %s: %s (line %d, column %d)", path, jerr.text, jerr.line,
              jerr.column);

@@ -250,7 +250,14 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
     log_info(COMPONENT, "session %llu connected from %s as '%s'", (unsigned long long)s->id,
              s->peer, s->authenticated ? s->principal.name : "(not authenticated yet)");
 
-    if (count_from_address(gw, s->address) > (size_t)gw->cfg->max_connections_per_address) {
+    if (atomic_load(&metrics.clients_connected) > gw->cfg->max_connections) {
+        metrics_add(&metrics.limit_rejections, 1);
+        log_limited(&gw->auth_rl, LOG_WARN, COMPONENT,
+                    "session %llu (%s): closing: over max_connections (%d)",
+                    (unsigned long long)s->id, s->peer, gw->cfg->max_connections);
+        session_close(s, WS_CLOSE_TRY_AGAIN_LATER, "the gateway is full; try again later");
+    } else if (count_from_address(gw, s->address) >
+               (size_t)gw->cfg->max_connections_per_address) {
         metrics_add(&metrics.limit_rejections, 1);
         log_limited(&gw->auth_rl, LOG_WARN, COMPONENT,
                     "session %llu (%s): closing: over max_connections_per_address (%d)",
@@ -402,8 +409,7 @@ static void begin_shutdown(struct gateway *gw, const char *why)
     if (gw->stopping)
         return;
     gw->stopping = true;
-    log_info(COMPONENT, "stopping (%s): closing %s clients with 1001", why,
-             gw->sessions ? "all" : "no");
+    log_info(COMPONENT, "stopping (%s): sending close 1001 to every client", why);
     http_quiesce(gw->http);
     for (struct session *s = gw->sessions; s != NULL; s = s->next) {
         session_close(s, WS_CLOSE_GOING_AWAY, "gateway shutting down");

@@ -35,6 +35,9 @@
 /* Seconds an HTTP connection may stay idle, before or between requests. */
 #define HTTP_TIMEOUT_S 30
 
+/* Connections libmicrohttpd takes beyond max_connections. */
+#define HTTP_CONNECTION_HEADROOM 64
+
 /* Bytes of memory per connection for the request line and headers. */
 #define HTTP_MEMORY_LIMIT (64 * 1024)
 
@@ -894,7 +897,9 @@ struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *d
     struct MHD_OptionItem options[] = {
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
         {MHD_OPTION_LISTEN_SOCKET, http->listen_fd, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+        /* WebSocket clients over max_connections get close 1013 from the loop;
+         * the headroom lets them, and plain HTTP requests, in to hear it. */
+        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections + HTTP_CONNECTION_HEADROOM, NULL},
         /* Slow or silent HTTP clients (slowloris) are cut off after this. */
         {MHD_OPTION_CONNECTION_TIMEOUT, HTTP_TIMEOUT_S, NULL},
         /* Bounds the request line and headers: larger ones get 431. */

@@ -402,3 +402,23 @@ def test_oversized_headers_get_431(gateway_factory):
     conn.close()
     status, _, _ = http_get(gateway.port, "/healthz")
     assert status == 200
+
+
+def test_total_connection_limit(gateway_factory):
+    gateway = gateway_factory("--max-connections", "2", sync=False)
+
+    async def body():
+        first = await WsClient.connect(gateway.ws_url)
+        second = await WsClient.connect(gateway.ws_url)
+        third = await WsClient.connect(gateway.ws_url)
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            for _ in range(3):
+                await asyncio.wait_for(third.ws.recv(), timeout=WAIT_S)
+        assert close_code_of(info.value) == 1013
+        assert "full" in info.value.rcvd.reason
+        for client in (first, second):
+            await client.send({"type": "ping", "id": 1})
+            await client.expect("pong")
+
+    run(body())
+    assert gateway.metrics()["tidegate_limit_rejections_total"] >= 1
