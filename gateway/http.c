@@ -35,6 +35,9 @@
 /* Seconds an HTTP connection may stay idle, before or between requests. */
 #define HTTP_TIMEOUT_S 30
 
+/* Largest request body read; no endpoint takes one yet. */
+#define HTTP_MAX_BODY_BYTES 65536
+
 /* Connections libmicrohttpd takes beyond max_connections. */
 #define HTTP_CONNECTION_HEADROOM 64
 
@@ -749,10 +752,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool is_head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
-    /* The first call only announces the request: answer on the second. */
+    /* The first call only announces the request: answer on the second,
+     * except for a body too large to read at all. */
     if (*req_cls == NULL) {
+        const char *length =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         *req_cls = calloc(1, sizeof(struct request_state));
         metrics_add(&metrics.http_requests, 1);
+        if (length != NULL && strtoull(length, NULL, 10) > HTTP_MAX_BODY_BYTES) {
+            metrics_add(&metrics.limit_rejections, 1);
+            return queue_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "limit",
+                               "request body over 65536 bytes");
+        }
         return *req_cls ? MHD_YES : MHD_NO;
     }
     if (*upload_data_size != 0) {
