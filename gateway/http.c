@@ -752,8 +752,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
     bool is_head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
-    /* The first call only announces the request: answer on the second,
-     * except for a body too large to read at all. */
+    /* The first call only announces the request, and the response is
+     * queued on the second, except for a body too large to read at all. */
     if (*req_cls == NULL) {
         const char *length =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);

@@ -400,7 +400,7 @@ void session_history_done(struct session *s, struct mail *mail)
                      : NULL;
 
     if (mail->u.history.failed) {
-        /* The subscription stands; only its past is missing. */
+        /* The subscription is kept; only its history is missing. */
         send_subscribed(s, id, mail->u.history.filter, false, h);
     } else {
         send_subscribed(s, id, mail->u.history.filter, h->recovered, h);

@@ -82,7 +82,7 @@ enum tg_result {
     TG_ERROR = 2,
 };
 
-/* A message as a transform sees it (borrowed, see rule 1). */
+/* The message passed to a transform (borrowed, see rule 1). */
 struct tg_message {
     size_t struct_size;     /* sizeof(struct tg_message) of the host */
     const char *topic;      /* NUL-terminated, valid UTF-8, no wildcards */
