@@ -1,7 +1,8 @@
 """The example plugins under plugins/, run through the offline runner plugin-run.
 
-No broker is needed. The runner and the plugins come from $TIDEGATE_BUILD_DIR
-(default build/): TIDEGATE_BUILD_DIR/tools/plugin-run loads the plugins from
+No broker is needed. The runner and the plugins come from $TIDEGATE_BUILD_DIR,
+by default the build folder of $TIDEGATE_BIN (build/ without it):
+TIDEGATE_BUILD_DIR/tools/plugin-run loads the plugins from
 TIDEGATE_BUILD_DIR/plugins.
 """
 
@@ -16,7 +17,9 @@ import pytest
 
 from support import REPO, WAIT, clean_env
 
-BUILD_DIR = Path(os.environ.get("TIDEGATE_BUILD_DIR", REPO / "build"))
+BUILD_DIR = Path(os.environ.get("TIDEGATE_BUILD_DIR") or (
+    Path(os.environ["TIDEGATE_BIN"]).resolve().parent.parent if os.environ.get("TIDEGATE_BIN")
+    else REPO / "build"))
 PLUGIN_RUN = BUILD_DIR / "tools" / "plugin-run"
 PLUGIN_DIR = BUILD_DIR / "plugins"
 DATA = REPO / "data"
