@@ -53,6 +53,10 @@ struct store {
     sqlite3_stmt *trim_age;
     sqlite3_stmt *find_dup;
     sqlite3_stmt *set_meta;
+    sqlite3_stmt *begin;
+    sqlite3_stmt *commit;
+    int64_t last_trim_ms;   /* ts of the newest message at the last age trim */
+    uint64_t count_floor;   /* seqs up to this one are gone (or never existed) */
 };
 
 struct store_reader {
@@ -343,6 +347,8 @@ static int prepare_statements(struct store *st)
          "SELECT 1 FROM messages WHERE seq > ? AND mqtt_id = ? AND topic_id = ? "
          "AND payload = ? LIMIT 1"},
         {offsetof(struct store, set_meta), "INSERT OR REPLACE INTO meta VALUES (?, ?)"},
+        {offsetof(struct store, begin), "BEGIN IMMEDIATE"},
+        {offsetof(struct store, commit), "COMMIT"},
     };
 
     for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
@@ -373,6 +379,10 @@ static int load_state(struct store *st)
         st->max_seq = (uint64_t)query_int(st->db, "SELECT max(seq) FROM messages", &rc);
     if (rc == SQLITE_OK)
         st->max_ts = query_int(st->db, "SELECT max(ts) FROM messages", &rc);
+    if (rc == SQLITE_OK) {
+        int64_t oldest = query_int(st->db, "SELECT min(seq) FROM messages", &rc);
+        st->count_floor = oldest > 0 ? (uint64_t)oldest - 1 : st->max_seq;
+    }
     if (rc == SQLITE_OK) {
         int64_t latest_seq = query_int(st->db, "SELECT max(seq) FROM latest", &rc);
         int64_t latest_ts = query_int(st->db, "SELECT max(ts) FROM latest", &rc);
@@ -429,6 +439,8 @@ static void finalize_all(struct store *st)
     sqlite3_finalize(st->trim_age);
     sqlite3_finalize(st->find_dup);
     sqlite3_finalize(st->set_meta);
+    sqlite3_finalize(st->begin);
+    sqlite3_finalize(st->commit);
 }
 
 static int write_seq_reserved(struct store *st, uint64_t value)
@@ -569,18 +581,29 @@ static int insert_one(struct store *st, const struct msg *m)
     return step_done(st->upsert_latest);
 }
 
+/* The age limit is applied at most once per this many ms of message time:
+ * a DELETE in every single-message transaction would cost more than the
+ * insert. Messages may therefore stay up to this much past the window. */
+#define STORE_TRIM_INTERVAL_MS 1000
+
 static int trim(struct store *st, uint64_t max_seq, int64_t max_ts)
 {
     int rc = SQLITE_OK;
 
-    if (st->opts.max_messages > 0 && max_seq > (uint64_t)st->opts.max_messages) {
-        sqlite3_bind_int64(st->trim_count, 1,
-                           (sqlite3_int64)(max_seq - (uint64_t)st->opts.max_messages));
+    /* The count limit is exact: a DELETE only runs once the window is full. */
+    if (st->opts.max_messages > 0 && max_seq > st->count_floor + (uint64_t)st->opts.max_messages) {
+        uint64_t floor = max_seq - (uint64_t)st->opts.max_messages;
+        sqlite3_bind_int64(st->trim_count, 1, (sqlite3_int64)floor);
         rc = step_done(st->trim_count);
+        if (rc == SQLITE_OK)
+            st->count_floor = floor;
     }
-    if (rc == SQLITE_OK && st->opts.window_ms > 0) {
+    if (rc == SQLITE_OK && st->opts.window_ms > 0 &&
+        max_ts - st->last_trim_ms >= STORE_TRIM_INTERVAL_MS) {
         sqlite3_bind_int64(st->trim_age, 1, max_ts - st->opts.window_ms);
         rc = step_done(st->trim_age);
+        if (rc == SQLITE_OK)
+            st->last_trim_ms = max_ts;
     }
     return rc;
 }
@@ -596,7 +619,7 @@ int store_append(struct store *st, struct msg *const *msgs, size_t count)
     if (count == 0)
         return STORE_OK;
 
-    rc = exec(st->db, "BEGIN IMMEDIATE");
+    rc = step_done(st->begin);
     for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
         rc = insert_one(st, msgs[i]);
         if (msgs[i]->seq > max_seq)
@@ -606,14 +629,18 @@ int store_append(struct store *st, struct msg *const *msgs, size_t count)
     }
     if (rc == SQLITE_OK && max_seq + STORE_SEQ_RESERVE / 2 >= st->seq_reserved)
         rc = write_seq_reserved(st, max_seq + STORE_SEQ_RESERVE);
+    int64_t trimmed_ms = st->last_trim_ms;
+    uint64_t count_floor = st->count_floor;
     if (rc == SQLITE_OK)
         rc = trim(st, max_seq, max_ts);
     if (rc == SQLITE_OK)
-        rc = exec(st->db, "COMMIT");
+        rc = step_done(st->commit);
 
     if (rc != SQLITE_OK) {
         set_error(st->error, sizeof(st->error), st->db, "storing messages failed");
         exec(st->db, "ROLLBACK");
+        st->last_trim_ms = trimmed_ms; /* the trim rolled back with the rest */
+        st->count_floor = count_floor;
         /* Topic ids added in the failed transaction do not exist: reload. */
         if (st->topics.max_id != topics_before || st->topics.count != topic_count_before) {
             topic_map_cleanup(&st->topics);
