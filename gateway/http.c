@@ -42,7 +42,7 @@
 #define HTTP_CONNECTION_HEADROOM 64
 
 /* Bytes of memory per connection for the request line and headers. */
-#define HTTP_MEMORY_LIMIT (64 * 1024)
+#define HTTP_MEMORY_LIMIT (16 * 1024)
 
 struct http {
     const struct config *cfg;
