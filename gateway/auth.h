@@ -4,7 +4,7 @@
  * A client is a principal: a name and the topic filters it may subscribe
  * to and publish to. It proves who it is with a JWT (HS256 with a shared
  * secret, RS256 or ES256 with a public key) or a static API key from the
- * config; without either it is the anonymous principal, when the gateway
+ * config. Without either it is the anonymous principal, if the gateway
  * allows anonymous clients.
  *
  * JWT claims: "sub" (string, required), "exp" (integer seconds, required),
@@ -32,7 +32,7 @@
 /* Shortest HS256 secret accepted, in bytes (RFC 7518, section 3.2). */
 #define AUTH_MIN_SECRET_BYTES 32
 
-/* Longest token or API key accepted, in bytes. */
+/* Maximum length of a token or API key, in bytes. */
 #define AUTH_MAX_TOKEN_BYTES 8192
 
 struct auth;

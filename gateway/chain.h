@@ -4,10 +4,10 @@
  * the instances whose topic filters match it.
  *
  * A chain is built from the "plugins" array of the config file. Loading
- * fails with a message naming the instance and the config key on: a
- * missing file, a file that is not a shared object, a missing entry point,
- * an ABI version mismatch, an invalid instance entry, or an init that
- * fails (with the plugin's own reason). At run time a failing plugin is
+ * fails, with a message naming the instance and the config key, on any of
+ * these: a missing file, a file that is not a shared object, a missing
+ * entry point, an ABI version mismatch, an invalid instance entry, or an
+ * init that fails (the message then carries the plugin's own reason). At run time a failing plugin is
  * logged (rate-limited), counted and handled by its instance's on_error
  * policy; it never stops the gateway.
  *

@@ -14,7 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Most filters in "subscribe": they go to the broker in one SUBSCRIBE. */
+/* Maximum number of filters in "subscribe": they go to the broker in one
+ * SUBSCRIBE. */
 #define CONFIG_MAX_SUBSCRIBE 64
 
 struct string_list {

@@ -126,7 +126,7 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *conn)
 
 /* ---- per-request state ---- */
 
-/* What a request carries from its handler to the upgrade callback. */
+/* Per-request data passed from the request handler to the upgrade callback. */
 struct request_state {
     struct principal *principal; /* for /ws: adopted by the upgrade callback */
 };
@@ -243,13 +243,15 @@ static bool append_messages(struct buf *out, const struct store_history *h, bool
 {
     for (size_t i = 0; i < h->count; i++) {
         struct frame *f = protocol_encode_message(h->msgs[i], history);
-        size_t header;
+        const uint8_t *json;
+        size_t len;
+
         if (f == NULL)
             return false;
-        header = (f->data[1] & 0x7f) < 126 ? 2 : (f->data[1] & 0x7f) == 126 ? 4 : 10;
+        json = ws_frame_payload(f, &len);
         if (i > 0)
             buf_append(out, ",", 1);
-        buf_append(out, f->data + header, f->len - header);
+        buf_append(out, json, len);
         frame_unref(f);
     }
     return !out->failed;

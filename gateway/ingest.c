@@ -28,7 +28,7 @@ struct ingest {
 
     pthread_mutex_t lock;  /* guards the fields below */
     enum ingest_state state;
-    bool fallback_wanted;  /* the broker refused MQTT 5: recreate as 3.1.1 */
+    bool fallback_pending;  /* the broker rejected MQTT 5: recreate as 3.1.1 */
     int64_t next_attempt_ms;
     int backoff_ms;
     unsigned attempts;     /* failed attempts since the last connection */
@@ -87,7 +87,8 @@ static int on_message(void *context, char *topic_name, int topic_len, MQTTAsync_
     m = msg_create(topic_name, len, message->payload, (size_t)message->payloadlen,
                    (uint8_t)message->qos, message->retained != 0);
     if (m == NULL) {
-        /* Returning 0 makes Paho call again later, so nothing is lost. */
+        /* Returning 0 makes Paho call again later (MQTTAsync.h, messageArrived),
+         * so nothing is lost. */
         return 0;
     }
     m->dup = message->dup != 0;
@@ -129,17 +130,17 @@ static void on_subscribe_ok5(void *context, MQTTAsync_successData5 *response)
 {
     struct ingest *in = context;
 
-    /* Paho 1.3 fills the reason code array only for more than one filter;
-     * with one, the array pointer is not valid and reasonCode holds it. */
+    /* Paho 1.3 fills the reason code array only for more than one filter.
+     * With one, the array pointer is not valid and reasonCode carries it. */
     if (response->alt.sub.reasonCodeCount <= 1) {
         if (response->reasonCode >= 0x80)
-            log_error(COMPONENT, "the broker refused the subscription to '%s': %s",
+            log_error(COMPONENT, "the broker rejected the subscription to '%s': %s",
                       in->cfg->subscribe.items[0], MQTTReasonCode_toString(response->reasonCode));
     } else {
         for (int i = 0; i < response->alt.sub.reasonCodeCount; i++) {
             enum MQTTReasonCodes rc = response->alt.sub.reasonCodes[i];
             if (rc >= 0x80 && (size_t)i < in->cfg->subscribe.count)
-                log_error(COMPONENT, "the broker refused the subscription to '%s': %s",
+                log_error(COMPONENT, "the broker rejected the subscription to '%s': %s",
                           in->cfg->subscribe.items[i], MQTTReasonCode_toString(rc));
         }
     }
@@ -224,7 +225,7 @@ static void on_connect_ok5(void *context, MQTTAsync_successData5 *response)
     connected(context, MQTTVERSION_5, response ? response->alt.connect.sessionPresent : 0);
 }
 
-static void connect_failed(struct ingest *in, const char *reason, bool protocol_refused)
+static void connect_failed(struct ingest *in, const char *reason, bool protocol_rejected)
 {
     pthread_mutex_lock(&in->lock);
     if (in->state == INGEST_STOPPING) {
@@ -235,9 +236,9 @@ static void connect_failed(struct ingest *in, const char *reason, bool protocol_
     in->attempts++;
     log_warn(COMPONENT, "cannot connect to %s as %s: %s", in->cfg->mqtt_url,
              in->cfg->mqtt_client_id, reason);
-    if (protocol_refused && in->mqtt_version == MQTTVERSION_5) {
-        log_info(COMPONENT, "the broker refused MQTT 5; falling back to MQTT 3.1.1");
-        in->fallback_wanted = true;
+    if (protocol_rejected && in->mqtt_version == MQTTVERSION_5) {
+        log_info(COMPONENT, "the broker rejected MQTT 5; falling back to MQTT 3.1.1");
+        in->fallback_pending = true;
         in->next_attempt_ms = clock_monotonic_ms();
     } else {
         schedule_retry(in);
@@ -259,7 +260,7 @@ static void on_connect_failed(void *context, MQTTAsync_failureData *response)
 static void on_connect_failed5(void *context, MQTTAsync_failureData5 *response)
 {
     char reason[256];
-    bool refused = response != NULL &&
+    bool rejected = response != NULL &&
                    (response->reasonCode == MQTTREASONCODE_UNSUPPORTED_PROTOCOL_VERSION ||
                     response->code == 1 /* CONNACK 0x01 from a 3.1.1 broker */);
 
@@ -269,7 +270,7 @@ static void on_connect_failed5(void *context, MQTTAsync_failureData5 *response)
                                               : "unknown error",
              response && response->message ? ": " : "",
              response && response->message ? response->message : "");
-    connect_failed(context, reason, refused);
+    connect_failed(context, reason, rejected);
 }
 
 static void on_disconnected(void *context, MQTTAsync_successData *response)
@@ -468,8 +469,8 @@ void ingest_tick(struct ingest *in, int64_t now_ms)
         pthread_mutex_unlock(&in->lock);
         return;
     }
-    fallback = in->fallback_wanted;
-    in->fallback_wanted = false;
+    fallback = in->fallback_pending;
+    in->fallback_pending = false;
     set_state(in, INGEST_CONNECTING);
     pthread_mutex_unlock(&in->lock);
 

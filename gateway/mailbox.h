@@ -24,7 +24,7 @@ struct sse_conn;
 enum mail_kind {
     MAIL_MESSAGE = 1,      /* a message from the broker */
     MAIL_UPGRADE = 2,      /* a socket upgraded to WebSocket */
-    MAIL_PUBLISH_DONE = 3, /* the broker's answer to a client's publish */
+    MAIL_PUBLISH_DONE = 3, /* the broker's reply to a client's publish */
     MAIL_HISTORY = 4,      /* the history part of a subscription */
     MAIL_SSE_OPEN = 5,     /* a new Server-Sent Events stream */
 };

@@ -56,7 +56,7 @@ bool pipeline_store_healthy(const struct pipeline *p);
 /*
  * Builds a new plugin chain from @plugins (borrowed) and hands it to the
  * pipeline thread, which swaps it in between two batches, so no message is
- * lost or sees half a chain. On failure the old chain keeps running and
+ * lost or runs through half a chain. On failure the old chain keeps running and
  * the reason is logged; returns false.
  */
 bool pipeline_reload_plugins(struct pipeline *p, json_t *plugins, const char *plugin_dir);

@@ -205,7 +205,7 @@ static bool parse_type(const char *type, struct request *req, char *err, size_t 
 /*
  * Parses the message with jansson. The "payload" member, which may hold
  * numbers beyond what jansson decodes (integers past 64 bits), is cut out
- * first and kept as raw text; jansson sees null in its place. A string
+ * first and kept as raw text; jansson parses null in its place. A string
  * payload is decoded on its own, so its escapes are resolved.
  */
 static bool parse_root(const uint8_t *data, size_t len, struct request *req, json_error_t *jerr)

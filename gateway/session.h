@@ -86,7 +86,7 @@ struct session *session_create_sse(struct gateway *gw, struct sse_conn *sse, con
 #define SESSION_AUTH_TIMEOUT_MS 10000
 
 /* Close code when the token expires: 4000-4999 is for applications
- * (RFC 6455, section 7.4.2); the reason says to fetch a new token. */
+ * (RFC 6455, section 7.4.2); the reason tells the client to fetch a new token. */
 #define SESSION_CLOSE_TOKEN_EXPIRED 4001
 
 /*

@@ -581,9 +581,9 @@ static int insert_one(struct store *st, const struct msg *m)
     return step_done(st->upsert_latest);
 }
 
-/* The age limit is applied at most once per this many ms of message time:
- * a DELETE in every single-message transaction would cost more than the
- * insert. Messages may therefore stay up to this much past the window. */
+/* The age limit is applied at most once per this many ms of message time,
+ * because a DELETE in every single-message transaction would cost more
+ * than the insert. Messages may stay up to this much past the window. */
 #define STORE_TRIM_INTERVAL_MS 1000
 
 static int trim(struct store *st, uint64_t max_seq, int64_t max_ts)
@@ -848,7 +848,7 @@ int store_reader_history(struct store_reader *r, const char *filter,
     memset(out, 0, sizeof(*out));
     memcpy(out->epoch, r->epoch, sizeof(out->epoch));
 
-    /* One read transaction, so every query below sees the same snapshot. */
+    /* One read transaction, so every query below reads the same snapshot. */
     rc = exec(r->db, "BEGIN");
     if (rc == SQLITE_OK)
         rc = topic_map_refresh(&r->topics, r->db);
@@ -866,8 +866,8 @@ int store_reader_history(struct store_reader *r, const char *filter,
     }
     matched = match_topics(r, filter, marks, ids);
 
-    /* Recovered means the window still holds every message after the cursor
-     * (and the cursor belongs to this store's epoch). */
+    /* Recovered means the window still contains every message after the
+     * cursor, and the cursor belongs to this store's epoch. */
     out->recovered = true;
     switch (req->kind) {
     case HISTORY_NONE:
@@ -892,9 +892,9 @@ int store_reader_history(struct store_reader *r, const char *filter,
     }
 
     if (want > 0 && matched > 0) {
-        /* One row more than wanted tells whether anything was cut off. A
-         * "last N" request within the limit asked for no more than N, so
-         * the extra row is no loss there. */
+        /* Reading one row more than requested shows whether anything was
+         * cut off. A "last N" request within the limit requested no more
+         * than N, so its extra row is no loss. */
         rc = read_range(r, marks, matched, ids, after, upto_seq, since_ts, want + 1, out);
         if (rc == SQLITE_OK && out->count > want) {
             msg_unref(out->msgs[0]);

@@ -100,7 +100,7 @@ struct store_history {
 void store_history_cleanup(struct store_history *h);
 
 /*
- * Reads the history that @req asks for on @filter, only messages with
+ * Reads the history that @req requests on @filter, only messages with
  * seq <= @upto_seq, at most @limit of them (the newest, when cut).
  */
 int store_reader_history(struct store_reader *r, const char *filter,

@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Longest topic name or filter accepted, in bytes (the MQTT limit). */
+/* Maximum length of a topic name or filter, in bytes (the MQTT limit). */
 #define TOPIC_MAX_BYTES 65535
 
 /*

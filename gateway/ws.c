@@ -105,7 +105,13 @@ struct frame *ws_frame_finish(struct buf *b, uint8_t opcode)
         return NULL;
     }
     payload_len = b->len - WS_FRAME_HEADROOM;
-    header_len = payload_len < 126 ? 2 : payload_len <= 0xFFFF ? 4 : 10;
+    /* 7-bit length, 16-bit extended length, or 64-bit (RFC 6455, 5.2). */
+    if (payload_len < 126)
+        header_len = 2;
+    else if (payload_len <= 0xFFFF)
+        header_len = 4;
+    else
+        header_len = 10;
     header = b->data + WS_FRAME_HEADROOM - header_len;
 
     /* FIN set, no mask: servers never mask (RFC 6455, section 5.1). */
@@ -139,7 +145,12 @@ struct frame *ws_frame_finish(struct buf *b, uint8_t opcode)
 const uint8_t *ws_frame_payload(const struct frame *f, size_t *len)
 {
     uint8_t len7 = f->data[1] & 0x7f;
-    size_t header = len7 < 126 ? 2 : len7 == 126 ? 4 : 10;
+    size_t header = 10;
+
+    if (len7 < 126)
+        header = 2;
+    else if (len7 == 126)
+        header = 4;
 
     *len = f->len - header;
     return f->data + header;

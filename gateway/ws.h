@@ -80,7 +80,7 @@ struct frame *ws_frame_finish(struct buf *b, uint8_t opcode);
 const uint8_t *ws_frame_payload(const struct frame *f, size_t *len);
 
 /*
- * Creates a connection on the upgraded socket @fd. @extra holds the bytes
+ * Creates a connection on the upgraded socket @fd. @extra contains the bytes
  * libmicrohttpd read past the HTTP request; they are parsed before anything
  * read from the socket. With @urh NULL (tests, fuzzing) the connection
  * owns @fd and closes it itself. Returns NULL when out of memory (the caller then

@@ -18,7 +18,7 @@ struct www_file {
 enum www_result {
     WWW_FOUND = 0,
     WWW_NOT_FOUND = 1,
-    WWW_BAD_PATH = 2, /* traversal, encoded dots, NUL: answered with 400 */
+    WWW_BAD_PATH = 2, /* traversal, encoded dots, NUL: rejected with 400 */
 };
 
 /* Looks up the asset at URL path @path ("/" is "/index.html"). @www_dir is

@@ -1,5 +1,5 @@
 /*
- * topic_prefix: a template Tidegate plugin. It moves every message it sees
+ * topic_prefix: a template Tidegate plugin. It moves every message it receives
  * under a topic prefix, so "lab/1/temp" becomes "site-a/lab/1/temp".
  *
  * Build (out of tree, against the installed header):

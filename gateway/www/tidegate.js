@@ -562,7 +562,7 @@ export class TidegateClient {
   }
 
   /** Publishes a message. The header comment lists the payload types. */
-  /** The URL to open: the gateway URL with the token, when there is one. */
+  /** Returns the URL to open: the gateway URL, with the token when there is one. */
   connectUrl() {
     if (!this.options.token) {
       return this.url;

@@ -70,7 +70,7 @@ enum tg_log_level {
     TG_LOG_DEBUG = 3,
 };
 
-/* What a transform returns. */
+/* The result of a transform. */
 enum tg_result {
     /* Keep the message: unchanged, or as changed by tg_host.replace. */
     TG_PASS = 0,

@@ -374,7 +374,7 @@ def test_tls_https_and_wss(broker, tmp_path):
                 assert time.monotonic() < deadline, (tmp_path / "tls.log").read_text()
                 time.sleep(0.1)
 
-        # Plain HTTP on the TLS port gets no answer.
+        # Plain HTTP on the TLS port gets no HTTP response.
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
         with pytest.raises((http.client.HTTPException, OSError)):
             plain.request("GET", "/healthz")

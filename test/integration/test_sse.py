@@ -1,5 +1,5 @@
 """Server-Sent Events on /api/v1/stream: live events, resume with
-Last-Event-ID, failed recovery said out loud, bad cursors, and clients
+Last-Event-ID, failed recovery reported explicitly, bad cursors, and clients
 that go away."""
 
 import http.client

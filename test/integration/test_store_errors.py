@@ -1,5 +1,5 @@
 """The window store failing at run time: live delivery goes on, readiness and
-metrics say the store is degraded, and it recovers by itself."""
+metrics report the store as degraded, and it recovers by itself."""
 
 import sqlite3
 import time

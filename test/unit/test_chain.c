@@ -175,9 +175,9 @@ static void test_drop_and_filters(void **state)
 
 static void test_two_instances_in_order(void **state)
 {
-    /* The same plugin twice with different settings: upper-case first,
-     * then drop only the copies it emitted; emitted messages skip the rest
-     * of the chain, so the copy survives. */
+    /* The same plugin twice with different settings: the first instance
+     * upper-cases, the second drops "+/copy" topics. Emitted messages skip
+     * the rest of the chain, so the copy the first one emits survives. */
     struct chain *chain =
         build("[{\"name\":\"up\",\"plugin\":\"misbehave\",\"config\":{\"mode\":\"uppercase\"}},"
               "{\"name\":\"dropper\",\"plugin\":\"misbehave\",\"filters\":[\"+/copy\"],"

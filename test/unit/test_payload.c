@@ -86,7 +86,8 @@ static json_t *envelope(const void *payload, size_t len, char **text_out)
     struct msg *m = msg_create("dev/1/temp", 10, payload, len, 1, false);
     struct frame *f;
     json_t *root;
-    size_t header;
+    const uint8_t *json;
+    size_t json_len;
 
     m->seq = 42;
     m->ts_ms = 1700000000123;
@@ -95,11 +96,10 @@ static json_t *envelope(const void *payload, size_t len, char **text_out)
 
     /* The frame is FIN + text, unmasked. */
     assert_int_equal(f->data[0], 0x81);
-    header = (f->data[1] & 0x7f) < 126 ? 2 : (f->data[1] & 0x7f) == 126 ? 4 : 10;
-    assert_true(utf8_valid(f->data + header, f->len - header));
-    *text_out = strndup((const char *)f->data + header, f->len - header);
-    root = json_loadb((const char *)f->data + header, f->len - header, JSON_DECODE_INT_AS_REAL,
-                      NULL);
+    json = ws_frame_payload(f, &json_len);
+    assert_true(utf8_valid(json, json_len));
+    *text_out = strndup((const char *)json, json_len);
+    root = json_loadb((const char *)json, json_len, JSON_DECODE_INT_AS_REAL, NULL);
     assert_non_null(root);
 
     frame_unref(f);
