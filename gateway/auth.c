@@ -47,6 +47,7 @@ void principal_cleanup(struct principal *p)
 {
     free_list(p->subscribe, p->subscribe_count);
     free_list(p->publish, p->publish_count);
+    free(p->name);
     memset(p, 0, sizeof(*p));
 }
 
@@ -68,11 +69,11 @@ static bool copy_list(char ***dst, size_t *dst_count, char *const *src, size_t c
 bool principal_copy(struct principal *dst, const struct principal *src)
 {
     memset(dst, 0, sizeof(*dst));
-    memcpy(dst->name, src->name, sizeof(dst->name));
     dst->expires_ms = src->expires_ms;
     dst->anonymous = src->anonymous;
     dst->read_all = src->read_all;
-    if (!copy_list(&dst->subscribe, &dst->subscribe_count, src->subscribe,
+    if ((src->name != NULL && (dst->name = strdup(src->name)) == NULL) ||
+        !copy_list(&dst->subscribe, &dst->subscribe_count, src->subscribe,
                    src->subscribe_count) ||
         !copy_list(&dst->publish, &dst->publish_count, src->publish, src->publish_count)) {
         principal_cleanup(dst);
@@ -294,7 +295,9 @@ bool auth_anonymous(const struct auth *auth, struct principal *out)
     memset(out, 0, sizeof(*out));
     if (!auth->anonymous_allowed)
         return false;
-    snprintf(out->name, sizeof(out->name), "anonymous");
+    out->name = strdup("anonymous");
+    if (out->name == NULL)
+        return false;
     out->anonymous = true;
     /* With no authentication at all, "#" means everything, as it does for
      * an MQTT client with no ACL: "$" topics included. */
@@ -345,7 +348,7 @@ static bool check_claims(const struct auth *auth, json_t *claims, int64_t now_ms
     int64_t now_s = now_ms / 1000;
 
     if (!json_is_string(sub) || json_string_length(sub) == 0 ||
-        json_string_length(sub) >= sizeof(out->name))
+        json_string_length(sub) > PRINCIPAL_NAME_MAX)
         FAIL("invalid token: claim 'sub' must be a non-empty string");
     /* Checked here, as libjwt 1.10 checks neither exp nor nbf, and reads a
      * float or string exp as 0 without an error. */
@@ -358,7 +361,9 @@ static bool check_claims(const struct auth *auth, json_t *claims, int64_t now_ms
     if (nbf != NULL && now_s + auth->leeway_s < json_integer_value(nbf))
         FAIL("token not valid yet (nbf is in the future)");
 
-    snprintf(out->name, sizeof(out->name), "%s", json_string_value(sub));
+    out->name = strdup(json_string_value(sub));
+    if (out->name == NULL)
+        FAIL("out of memory reading the token");
     out->expires_ms = (json_integer_value(exp) + auth->leeway_s) * 1000;
     return claim_filters(claims, "subscribe", &out->subscribe, &out->subscribe_count, err,
                          err_size) &&
@@ -409,8 +414,11 @@ static bool verify_api_key(const struct auth *auth, const char *key, struct prin
         const struct api_key *k = &auth->keys[i];
         if (CRYPTO_memcmp(digest, k->sha256, sizeof(digest)) != 0)
             continue;
-        snprintf(out->name, sizeof(out->name), "key:%.100s", k->name);
-        return copy_list(&out->subscribe, &out->subscribe_count, k->subscribe.items,
+        char name[PRINCIPAL_NAME_MAX + 1];
+        snprintf(name, sizeof(name), "key:%.100s", k->name);
+        out->name = strdup(name);
+        return out->name != NULL &&
+               copy_list(&out->subscribe, &out->subscribe_count, k->subscribe.items,
                          k->subscribe.count) &&
                copy_list(&out->publish, &out->publish_count, k->publish.items,
                          k->publish.count);

@@ -37,8 +37,12 @@
 
 struct auth;
 
+/* Maximum length of a principal name in bytes, without the NUL. */
+#define PRINCIPAL_NAME_MAX 127
+
 struct principal {
-    char name[128];        /* "sub", the API key's name, or "anonymous" */
+    char *name;            /* owned: "sub", "key:" and the API key's name, or
+                              "anonymous"; NULL until the client is known */
     char **subscribe;      /* filters it may subscribe to (and read) */
     size_t subscribe_count;
     char **publish;        /* filters whose topics it may publish to */
@@ -47,6 +51,12 @@ struct principal {
     bool anonymous;
     bool read_all;         /* may read every topic, "$" topics too */
 };
+
+/* The principal's name, or "" while it is unknown. */
+static inline const char *principal_name(const struct principal *p)
+{
+    return p->name != NULL ? p->name : "";
+}
 
 /* Reads the key file and API keys of @cfg. NULL with the reason in @err. */
 struct auth *auth_create(const struct config *cfg, char *err, size_t err_size);

@@ -11,6 +11,7 @@
 #include "sse.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <microhttpd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -32,6 +33,10 @@
 #define GATEWAY_MAX_PENDING_MESSAGES 100000
 
 #define EPOLL_BATCH 256
+
+/* Quiet time after sessions start or end before freed heap pages go back
+ * to the system. */
+#define GATEWAY_TRIM_AFTER_MS 1000
 
 /* Period of the conflation timer: how late a conflated message may be. */
 #define GATEWAY_CONFLATE_TICK_MS 20
@@ -209,13 +214,14 @@ static struct session *session_find(struct gateway *gw, uint64_t id)
     return s;
 }
 
-/* Counts the WebSocket sessions from @address. */
-static size_t count_from_address(struct gateway *gw, const char *address)
+/* Counts the WebSocket sessions from the IP address of @from. */
+static size_t count_from_address(struct gateway *gw, const struct session *from)
 {
     size_t count = 0;
 
     for (struct session *s = gw->sessions; s != NULL; s = s->next) {
-        if (s->ws != NULL && strcmp(s->address, address) == 0)
+        if (s->ws != NULL && s->address_len == from->address_len &&
+            memcmp(s->peer, from->peer, s->address_len) == 0)
             count++;
     }
     return count;
@@ -226,14 +232,14 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
     struct session *s;
 
     if (gw->stopping) {
-        MHD_upgrade_action(m->u.upgrade.urh, MHD_UPGRADE_ACTION_CLOSE);
+        ws_socket_close(m->u.upgrade.fd, m->u.upgrade.urh);
         return;
     }
     s = session_create(gw, m->u.upgrade.fd, m->u.upgrade.urh, m->u.upgrade.extra,
                        m->u.upgrade.extra_len, m->u.upgrade.peer, m->u.upgrade.principal);
     if (s == NULL) {
         log_error(COMPONENT, "out of memory creating a session for %s", m->u.upgrade.peer);
-        MHD_upgrade_action(m->u.upgrade.urh, MHD_UPGRADE_ACTION_CLOSE);
+        ws_socket_close(m->u.upgrade.fd, m->u.upgrade.urh);
         return;
     }
     if (!epoll_add(gw->epoll_fd, m->u.upgrade.fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, s)) {
@@ -244,11 +250,13 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
     }
     free(m->u.upgrade.principal); /* its lists now belong to the session */
     m->u.upgrade.principal = NULL;
-    snprintf(s->address, sizeof(s->address), "%s", m->u.upgrade.address);
+    /* The address is the peer up to its last ':'. */
+    s->address_len = (unsigned char)strnlen(m->u.upgrade.address, sizeof(s->peer) - 1);
     session_index_add(gw, s);
+    gw->churn_ms = clock_monotonic_ms();
     metrics_gauge_add(&metrics.clients_connected, 1);
     log_info(COMPONENT, "session %llu connected from %s as '%s'", (unsigned long long)s->id,
-             s->peer, s->authenticated ? s->principal.name : "(not authenticated yet)");
+             s->peer, s->authenticated ? principal_name(&s->principal) : "(not authenticated yet)");
 
     if (atomic_load(&metrics.clients_connected) > gw->cfg->max_connections) {
         metrics_add(&metrics.limit_rejections, 1);
@@ -256,7 +264,7 @@ static void accept_upgrade(struct gateway *gw, struct mail *m)
                     "session %llu (%s): closing: over max_connections (%d)",
                     (unsigned long long)s->id, s->peer, gw->cfg->max_connections);
         session_close(s, WS_CLOSE_TRY_AGAIN_LATER, "the gateway is full; try again later");
-    } else if (count_from_address(gw, s->address) >
+    } else if (count_from_address(gw, s) >
                (size_t)gw->cfg->max_connections_per_address) {
         metrics_add(&metrics.limit_rejections, 1);
         log_limited(&gw->auth_rl, LOG_WARN, COMPONENT,
@@ -310,6 +318,7 @@ static void reap_sessions(struct gateway *gw)
         if (s->ws != NULL)
             epoll_ctl(gw->epoll_fd, EPOLL_CTL_DEL, ws_conn_fd(s->ws), NULL);
         session_index_remove(gw, s);
+        gw->churn_ms = clock_monotonic_ms();
         metrics_gauge_add(s->ws ? &metrics.clients_connected : &metrics.sse_streams, -1);
         if (s->ws != NULL && ws_conn_close_code(s->ws) != 0)
             log_info(COMPONENT, "session %llu (%s) disconnected: %s (close code %u)",
@@ -377,6 +386,17 @@ static void drain_mailbox(struct gateway *gw)
     }
 }
 
+/* Connection set-up uses memory that is freed soon after (libmicrohttpd's
+ * request pools, wslay contexts), and glibc keeps those pages. Once a burst
+ * of connections is over, return the free pages to the system. */
+static void trim_after_churn(struct gateway *gw, int64_t now)
+{
+    if (gw->churn_ms == 0 || now - gw->churn_ms < GATEWAY_TRIM_AFTER_MS)
+        return;
+    gw->churn_ms = 0;
+    malloc_trim(0);
+}
+
 static void tick(struct gateway *gw)
 {
     uint64_t expirations;
@@ -391,6 +411,7 @@ static void tick(struct gateway *gw)
         session_tick(s, now);
         session_check_done(s);
     }
+    trim_after_churn(gw, now);
 }
 
 static void flush_conflated(struct gateway *gw)

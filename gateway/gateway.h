@@ -51,6 +51,7 @@ struct gateway {
     size_t conflating_sessions; /* sessions with conflated messages waiting */
     char epoch[SEQUENCER_EPOCH_LEN + 1];
     uint64_t last_seq; /* seq of the newest message the loop has fanned out */
+    int64_t churn_ms;  /* monotonic ms of the last session start or end; 0 after a trim */
     bool stopping;
 };
 

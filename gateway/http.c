@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -166,7 +167,7 @@ static void format_peer(struct MHD_Connection *conn, char *out, size_t size);
  * gets 401; no credential gets the anonymous principal, or 401 when
  * anonymous clients are not allowed and @required. Returns false when a
  * response was queued in @ret. With !@required, *@out may stay empty
- * (out->name[0] == 0) for a client that will authenticate later.
+ * (out->name NULL) for a client that will authenticate later.
  */
 static bool request_principal(struct http *http, struct MHD_Connection *conn, bool required,
                               struct principal *out, enum MHD_Result *ret)
@@ -205,7 +206,7 @@ static bool check_read(struct MHD_Connection *conn, const struct principal *p, c
     if (principal_may_subscribe(p, filter))
         return true;
     metrics_add(&metrics.forbidden, 1);
-    snprintf(message, sizeof(message), "'%s' may not read '%.*s'", p->name,
+    snprintf(message, sizeof(message), "'%s' may not read '%.*s'", principal_name(p),
              utf8_prefix_len(filter, 100), filter);
     *ret = queue_error(conn, MHD_HTTP_FORBIDDEN, "forbidden", message);
     return false;
@@ -603,6 +604,31 @@ static void format_peer(struct MHD_Connection *conn, char *out, size_t size)
     snprintf(out, size, "%s:%u", host, port);
 }
 
+/*
+ * Over plain TCP, returns a duplicate of the upgraded socket and lets
+ * libmicrohttpd free its connection, with its memory pool, at once; *urh
+ * becomes NULL. The daemon runs with MHD_USE_TURBO, so closing its
+ * descriptor does not shut the socket down. Over TLS libmicrohttpd must stay
+ * in the path, and @sock and *urh are returned as they are. Returns -1 when
+ * the descriptor table is full; the caller then closes through *urh.
+ */
+static int take_upgraded_socket(struct http *http, MHD_socket sock,
+                                struct MHD_UpgradeResponseHandle **urh)
+{
+    int own;
+
+    if (http->tls_cert != NULL)
+        return sock;
+    own = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+    if (own < 0) {
+        log_error(COMPONENT, "cannot take over an upgraded socket: %s", strerror(errno));
+        return -1;
+    }
+    MHD_upgrade_action(*urh, MHD_UPGRADE_ACTION_CLOSE);
+    *urh = NULL;
+    return own;
+}
+
 /* Called by libmicrohttpd on its thread once the 101 response is sent. */
 static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
                         const char *extra_in, size_t extra_in_size, MHD_socket sock,
@@ -611,6 +637,7 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
     struct http *http = cls;
     struct request_state *state = req_cls;
     struct mail *mail = calloc(1, sizeof(*mail));
+    int fd = -1;
 
     if (mail == NULL)
         goto fail;
@@ -619,8 +646,6 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
         mail->u.upgrade.principal = state->principal;
         state->principal = NULL;
     }
-    mail->u.upgrade.fd = sock;
-    mail->u.upgrade.urh = urh;
     if (extra_in_size > 0) {
         mail->u.upgrade.extra = malloc(extra_in_size);
         if (mail->u.upgrade.extra == NULL)
@@ -635,13 +660,22 @@ static void on_upgraded(void *cls, struct MHD_Connection *conn, void *req_cls,
     char *colon = strrchr(mail->u.upgrade.address, ':');
     if (colon != NULL)
         *colon = '\0';
+
+    /* The connection is gone from libmicrohttpd after this. */
+    fd = take_upgraded_socket(http, sock, &urh);
+    if (fd < 0)
+        goto fail;
+    mail->u.upgrade.fd = fd;
+    mail->u.upgrade.urh = urh;
     mailbox_post(http->mb, mail);
     return;
 
 fail:
-    log_error(COMPONENT, "out of memory accepting a WebSocket connection");
+    log_error(COMPONENT, "cannot accept the WebSocket connection from %s: out of memory or "
+              "descriptors", mail != NULL ? mail->u.upgrade.peer : "?");
     mail_free(mail);
-    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    if (urh != NULL)
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
 /* Returns true when the comma-separated header @value contains @token. */
@@ -729,7 +763,7 @@ static enum MHD_Result serve_websocket(struct http *http, struct MHD_Connection 
         return MHD_NO;
     if (!request_principal(http, conn, false, state->principal, &ret))
         return ret;
-    if (state->principal->name[0] == '\0') {
+    if (state->principal->name == NULL) {
         free(state->principal);
         state->principal = NULL;
     }
@@ -905,6 +939,9 @@ struct http *http_create(const struct config *cfg, struct mailbox *mb, json_t *d
             goto fail;
         }
         flags |= MHD_USE_TLS;
+    } else {
+        /* No shutdown() on close: take_upgraded_socket keeps the socket. */
+        flags |= MHD_USE_TURBO;
     }
 
     struct MHD_OptionItem options[] = {

@@ -446,7 +446,7 @@ static bool add_filter(struct session *s, const char *filter)
     struct session_filter *f;
 
     if (s->filter_count == s->filter_cap) {
-        size_t cap = s->filter_cap ? s->filter_cap * 2 : 4;
+        size_t cap = s->filter_cap ? s->filter_cap * 2 : 1; /* most clients have one */
         struct session_filter *filters = realloc(s->filters, cap * sizeof(*filters));
         if (filters == NULL)
             return false;
@@ -483,7 +483,7 @@ static void handle_subscribe(struct session *s, struct request *req)
     if (!principal_may_subscribe(&s->principal, req->filter)) {
         metrics_add(&metrics.forbidden, 1);
         snprintf(message, sizeof(message), "'%.60s' may not subscribe to '%.*s'",
-                 s->principal.name, utf8_prefix_len(req->filter, 100), req->filter);
+                 principal_name(&s->principal), utf8_prefix_len(req->filter, 100), req->filter);
         send_error(s, req->id, PROTOCOL_FORBIDDEN, message);
         return;
     }
@@ -583,7 +583,7 @@ static void handle_auth(struct session *s, struct request *req)
     }
     adopt_principal(s, &next);
     log_info(COMPONENT, "session %llu (%s): authenticated as '%s'", (unsigned long long)s->id,
-             s->peer, s->principal.name);
+             s->peer, principal_name(&s->principal));
 
     for (size_t i = s->filter_count; i > 0; i--) {
         struct session_filter *f = &s->filters[i - 1];
@@ -601,7 +601,7 @@ static void handle_auth(struct session *s, struct request *req)
     }
 
     reply = reply_new("authenticated", req->id);
-    json_object_set_new(reply, "sub", json_string(s->principal.name));
+    json_object_set_new(reply, "sub", json_string(principal_name(&s->principal)));
     if (s->principal.expires_ms > 0)
         json_object_set_new(reply, "expires_ms", json_integer(s->principal.expires_ms));
     send_json(s, reply);
@@ -616,7 +616,7 @@ bool session_check_token(struct session *s, int64_t now_ms, int64_t monotonic_ms
     }
     if (s->authenticated && s->principal.expires_ms > 0 && now_ms >= s->principal.expires_ms) {
         log_info(COMPONENT, "session %llu (%s): the token of '%s' expired", (unsigned long long)s->id,
-                 s->peer, s->principal.name);
+                 s->peer, principal_name(&s->principal));
         s->principal.expires_ms = 0;
         session_close(s, SESSION_CLOSE_TOKEN_EXPIRED,
                       "token expired: get a new token and reconnect");
@@ -642,7 +642,7 @@ static void handle_publish(struct session *s, struct request *req)
         snprintf(message, sizeof(message),
                  "publishing to '%.*s' is not allowed: the topic matches none of the publish "
                  "filters of '%.60s'",
-                 utf8_prefix_len(req->topic, 100), req->topic, s->principal.name);
+                 utf8_prefix_len(req->topic, 100), req->topic, principal_name(&s->principal));
         send_error(s, req->id, PROTOCOL_FORBIDDEN, message);
         return;
     }

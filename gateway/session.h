@@ -34,10 +34,10 @@ struct session {
     int64_t auth_deadline_ms;   /* close when still unauthenticated by then; 0 for none */
     double publish_tokens;      /* token bucket for publish_rate */
     int64_t publish_refill_ms;
-    char address[64];           /* the peer's IP address, for per-address limits */
     struct ws_conn *ws;   /* exactly one of ws and sse is set */
     struct sse_conn *sse;
-    char peer[64];
+    char peer[64];              /* "address:port" of the client */
+    unsigned char address_len;  /* peer[0..address_len) is its IP address, for limits */
 
     struct session_filter *filters;
     size_t filter_count;

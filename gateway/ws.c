@@ -1,5 +1,6 @@
 #include "ws.h"
 #include "clock.h"
+#include "metrics.h"
 #include "utf8.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,6 +56,13 @@ struct ws_conn {
     size_t head_offset;
     size_t queued_bytes;
     size_t exempt_bytes;
+
+    /* Bytes passed to wslay, and the on-wire size of the frames it has
+     * parsed. When they are equal, wslay has no partial frame. */
+    uint64_t bytes_in;
+    uint64_t bytes_parsed;
+    uint64_t frame_bytes;  /* on-wire size of the frame being parsed */
+    bool fragmented;       /* a data message continues in a later frame */
 
     int64_t last_recv_ms;
     int64_t last_ping_ms;
@@ -248,6 +257,7 @@ static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t 
         size_t take = avail < len ? avail : len;
         memcpy(data, conn->extra + conn->extra_off, take);
         conn->extra_off += take;
+        conn->bytes_in += take;
         return (ssize_t)take;
     }
 
@@ -257,6 +267,7 @@ static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t 
 
     if (n > 0) {
         conn->last_recv_ms = clock_monotonic_ms();
+        conn->bytes_in += (uint64_t)n;
         return n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -281,6 +292,33 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
         return -1;
     }
     return (ssize_t)len;
+}
+
+/* Records the on-wire size of each client frame: a 2-byte header, the
+ * extended length, the 4-byte mask, the payload (RFC 6455, section 5.2).
+ * A client that encodes a length in more bytes than needed makes this
+ * figure too small, which only keeps the context alive. */
+static void on_wslay_frame_start(wslay_event_context_ptr ctx,
+                                 const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    struct ws_conn *conn = user;
+    uint64_t header = 2 + 4;
+
+    (void)ctx;
+    if (arg->payload_length >= 126)
+        header += arg->payload_length <= 0xFFFF ? 2 : 8;
+    conn->frame_bytes = header + arg->payload_length;
+    if (arg->opcode < WS_OPCODE_CLOSE)
+        conn->fragmented = !arg->fin;
+}
+
+static void on_wslay_frame_end(wslay_event_context_ptr ctx, void *user)
+{
+    struct ws_conn *conn = user;
+
+    (void)ctx;
+    conn->bytes_parsed += conn->frame_bytes;
+    conn->frame_bytes = 0;
 }
 
 static void on_wslay_msg(wslay_event_context_ptr ctx,
@@ -327,15 +365,60 @@ static void set_socket_options(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
-                               const char *extra, size_t extra_len, const struct ws_config *cfg,
-                               const struct ws_callbacks *callbacks, void *user)
+/* Creates the wslay context if the connection has none. Returns false when
+ * out of memory. */
+static bool ctx_ensure(struct ws_conn *conn)
 {
     static const struct wslay_event_callbacks wslay_callbacks = {
         .recv_callback = on_wslay_recv,
         .send_callback = on_wslay_send,
+        .on_frame_recv_start_callback = on_wslay_frame_start,
+        .on_frame_recv_end_callback = on_wslay_frame_end,
         .on_msg_recv_callback = on_wslay_msg,
     };
+
+    if (conn->ctx != NULL)
+        return true;
+    if (wslay_event_context_server_init(&conn->ctx, &wslay_callbacks, conn) != 0) {
+        conn->ctx = NULL;
+        return false;
+    }
+    wslay_event_config_set_max_recv_msg_length(conn->ctx, conn->cfg->max_message_bytes);
+    metrics_gauge_add(&metrics.ws_parsers, 1);
+    return true;
+}
+
+/*
+ * Frees the wslay context and the empty queue of a connection at rest:
+ * every byte read is part of a whole message already handled, and wslay
+ * has nothing to send. Idle clients then cost little memory.
+ */
+static void ctx_release_if_idle(struct ws_conn *conn)
+{
+    if (conn->ctx == NULL || conn->closing || conn->done)
+        return;
+    if (conn->bytes_in != conn->bytes_parsed || conn->fragmented ||
+        conn->extra_off < conn->extra_len || wslay_event_want_write(conn->ctx))
+        return;
+
+    wslay_event_context_free(conn->ctx);
+    conn->ctx = NULL;
+    metrics_gauge_add(&metrics.ws_parsers, -1);
+    free(conn->extra);
+    conn->extra = NULL;
+    conn->extra_len = conn->extra_off = 0;
+    if (conn->queue_count == 0) {
+        free(conn->queue);
+        conn->queue = NULL;
+        conn->queue_cap = 0;
+        conn->queue_head = 0;
+    }
+}
+
+struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
+                               const char *extra, size_t extra_len, const struct ws_config *cfg,
+                               const struct ws_callbacks *callbacks, void *user)
+{
     struct ws_conn *conn = calloc(1, sizeof(*conn));
 
     if (conn == NULL)
@@ -349,10 +432,6 @@ struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
         conn->extra_len = extra_len;
     }
 
-    if (wslay_event_context_server_init(&conn->ctx, &wslay_callbacks, conn) != 0)
-        goto fail_extra;
-    wslay_event_config_set_max_recv_msg_length(conn->ctx, cfg->max_message_bytes);
-
     conn->fd = fd;
     conn->urh = urh;
     conn->cfg = cfg;
@@ -363,8 +442,6 @@ struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
     set_socket_options(fd);
     return conn;
 
-fail_extra:
-    free(conn->extra);
 fail_conn:
     free(conn);
     return NULL;
@@ -377,14 +454,22 @@ void ws_conn_destroy(struct ws_conn *conn)
     while (conn->queue_count > 0)
         queue_pop(conn);
     free(conn->queue);
-    wslay_event_context_free(conn->ctx);
+    if (conn->ctx != NULL) {
+        wslay_event_context_free(conn->ctx);
+        metrics_gauge_add(&metrics.ws_parsers, -1);
+    }
     free(conn->extra);
-    /* libmicrohttpd owns the socket: only it may close it. */
-    if (conn->urh != NULL)
-        MHD_upgrade_action(conn->urh, MHD_UPGRADE_ACTION_CLOSE);
-    else
-        close(conn->fd);
+    ws_socket_close(conn->fd, conn->urh);
     free(conn);
+}
+
+void ws_socket_close(int fd, struct MHD_UpgradeResponseHandle *urh)
+{
+    /* Only libmicrohttpd may close a socket while its connection is open. */
+    if (urh != NULL)
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    else if (fd >= 0)
+        close(fd);
 }
 
 int ws_conn_fd(const struct ws_conn *conn)
@@ -395,7 +480,7 @@ int ws_conn_fd(const struct ws_conn *conn)
 /* Moves what wslay has queued (pong, close) into the output queue. */
 static void pump_wslay_output(struct ws_conn *conn)
 {
-    if (conn->done)
+    if (conn->done || conn->ctx == NULL)
         return;
     if (wslay_event_want_write(conn->ctx) && wslay_event_send(conn->ctx) != 0)
         conn_finish(conn, "out of memory queueing a control frame");
@@ -443,6 +528,9 @@ void ws_conn_flush(struct ws_conn *conn)
         }
     }
 
+    if (conn->ctx == NULL)
+        return;
+
     /* wslay closes by itself on some protocol errors (1002, 1009). */
     if (!conn->closing && wslay_event_get_close_sent(conn->ctx)) {
         conn->closing = true;
@@ -467,15 +555,21 @@ void ws_conn_flush(struct ws_conn *conn)
 
 void ws_conn_handle_events(struct ws_conn *conn, uint32_t events)
 {
-    (void)events;
+    bool readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0 ||
+                    conn->extra_off < conn->extra_len;
+
+    if (!conn->done && readable && !ctx_ensure(conn))
+        conn_finish(conn, "out of memory creating a WebSocket parser");
 
     /* Edge-triggered epoll: wslay_event_recv reads until the socket has
      * nothing more (or reading was shut down). */
-    if (!conn->done && wslay_event_want_read(conn->ctx) && wslay_event_recv(conn->ctx) != 0)
+    if (!conn->done && conn->ctx != NULL && wslay_event_want_read(conn->ctx) &&
+        wslay_event_recv(conn->ctx) != 0)
         conn_finish(conn, "protocol error or read failure");
 
     /* After the close handshake, read and discard until the client closes. */
-    if (!conn->done && !wslay_event_get_read_enabled(conn->ctx) && conn->write_shut) {
+    if (!conn->done && conn->ctx != NULL && !wslay_event_get_read_enabled(conn->ctx) &&
+        conn->write_shut) {
         uint8_t scratch[4096];
         ssize_t n;
         while ((n = recv(conn->fd, scratch, sizeof(scratch), 0)) > 0)
@@ -485,6 +579,7 @@ void ws_conn_handle_events(struct ws_conn *conn, uint32_t events)
     }
 
     ws_conn_flush(conn);
+    ctx_release_if_idle(conn);
 }
 
 bool ws_conn_send(struct ws_conn *conn, struct frame *f)
@@ -531,6 +626,10 @@ void ws_conn_close(struct ws_conn *conn, uint16_t code, const char *reason, bool
 
     if (drop_queued)
         queue_drop_unstarted(conn);
+    if (!ctx_ensure(conn)) {
+        conn_finish(conn, "out of memory closing");
+        return;
+    }
     if (reason_len > 123)
         reason_len = 123;
     wslay_event_queue_close(conn->ctx, code, (const uint8_t *)reason, reason_len);
@@ -560,8 +659,13 @@ void ws_conn_tick(struct ws_conn *conn, int64_t now_ms)
         now_ms - conn->last_ping_ms >= conn->cfg->ping_interval_ms) {
         struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"tidegate", 8};
         conn->last_ping_ms = now_ms;
+        if (!ctx_ensure(conn)) {
+            conn_finish(conn, "out of memory sending a ping");
+            return;
+        }
         wslay_event_queue_msg(conn->ctx, &ping);
         ws_conn_flush(conn);
+        ctx_release_if_idle(conn);
     }
 }
 
@@ -577,7 +681,7 @@ bool ws_conn_is_done(const struct ws_conn *conn)
 
 bool ws_conn_has_output(const struct ws_conn *conn)
 {
-    return conn->queue_count > 0 || wslay_event_want_write(conn->ctx);
+    return conn->queue_count > 0 || (conn->ctx != NULL && wslay_event_want_write(conn->ctx));
 }
 
 size_t ws_conn_queued_bytes(const struct ws_conn *conn)

@@ -11,8 +11,14 @@
  * Threading: everything here runs on the event loop thread.
  *
  * Lifetime: ws_conn_create adopts the socket. When ws_conn_is_done returns
- * true the owner calls ws_conn_destroy, which hands the socket back to
- * libmicrohttpd to close. Callbacks never free the connection.
+ * true the owner calls ws_conn_destroy, which closes the socket (through
+ * libmicrohttpd when it still holds the connection, as over TLS). Callbacks
+ * never free the connection.
+ *
+ * Memory: an idle connection holds no wslay context. The context (about
+ * 8 KiB of buffers) is created when bytes arrive or a control frame must go
+ * out, and freed again once wslay has parsed every byte read into whole
+ * messages and has nothing left to send.
  */
 #ifndef TIDEGATE_WS_H
 #define TIDEGATE_WS_H
@@ -82,16 +88,20 @@ const uint8_t *ws_frame_payload(const struct frame *f, size_t *len);
 /*
  * Creates a connection on the upgraded socket @fd. @extra contains the bytes
  * libmicrohttpd read past the HTTP request; they are parsed before anything
- * read from the socket. With @urh NULL (tests, fuzzing) the connection
- * owns @fd and closes it itself. Returns NULL when out of memory (the caller then
- * closes the socket through @urh).
+ * read from the socket. With @urh NULL the connection owns @fd and closes it
+ * itself; otherwise it closes it through @urh. Returns NULL when out of
+ * memory; the caller then closes the socket with ws_socket_close.
  */
 struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
                                const char *extra, size_t extra_len, const struct ws_config *cfg,
                                const struct ws_callbacks *callbacks, void *user);
 
-/* Closes the socket through libmicrohttpd and frees the connection. */
+/* Closes the socket and frees the connection. */
 void ws_conn_destroy(struct ws_conn *conn);
+
+/* Closes an upgraded socket that has no connection: through libmicrohttpd
+ * when @urh is set, else with close(). */
+void ws_socket_close(int fd, struct MHD_UpgradeResponseHandle *urh);
 
 int ws_conn_fd(const struct ws_conn *conn);
 

@@ -253,3 +253,36 @@ def test_broker_restart_resumes(gateway_factory, broker):
             publisher.close()
 
     run(body())
+
+
+def test_idle_clients_hold_no_frame_parser(gateway):
+    """A client at rest holds no wslay context; one reappears only while a frame or message is incomplete."""
+    raw = RawWebSocket(gateway.port)
+    raw.recv_json()
+    assert gateway.wait_metric("tidegate_clients_connected", 1) == 1
+    assert gateway.wait_metric("tidegate_ws_parsers", 0) == 0
+
+    raw.send_text('{"type":"ping","id":"whole"}')
+    assert raw.recv_json() == {"type": "pong", "id": "whole"}
+    assert gateway.wait_metric("tidegate_ws_parsers", 0) == 0
+
+    # Half a frame: the parser must keep the bytes until the rest arrives.
+    text = b'{"type":"ping","id":"split-frame"}'
+    mask = b"\x01\x02\x03\x04"
+    frame = struct.pack("!BB", 0x80 | RawWebSocket.OP_TEXT, 0x80 | len(text)) + mask
+    frame += bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+    raw.sock.sendall(frame[:9])
+    assert gateway.wait_metric("tidegate_ws_parsers", 1) == 1
+    raw.sock.sendall(frame[9:])
+    assert raw.recv_json() == {"type": "pong", "id": "split-frame"}
+    assert gateway.wait_metric("tidegate_ws_parsers", 0) == 0
+
+    # A message in two frames: the parser is kept between them.
+    text = b'{"type":"ping","id":"two-frames"}'
+    raw.send_frame(RawWebSocket.OP_TEXT, text[:10], fin=False)
+    assert gateway.wait_metric("tidegate_ws_parsers", 1) == 1
+    raw.send_frame(RawWebSocket.OP_CONT, text[10:], fin=True)
+    assert raw.recv_json() == {"type": "pong", "id": "two-frames"}
+    assert gateway.wait_metric("tidegate_ws_parsers", 0) == 0
+    raw.close()
+    assert gateway.wait_metric("tidegate_clients_connected", 0) == 0
