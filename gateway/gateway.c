@@ -360,8 +360,9 @@ static void drain_mailbox(struct gateway *gw)
         struct session *s;
 
         switch (m->kind) {
-        case MAIL_MESSAGE:
-            route_message(gw, m->u.message);
+        case MAIL_MESSAGES:
+            for (size_t i = 0; i < m->u.messages.count; i++)
+                route_message(gw, m->u.messages.items[i]);
             break;
         case MAIL_UPGRADE:
             accept_upgrade(gw, m);
@@ -536,6 +537,7 @@ void gateway_cleanup(struct gateway *gw)
     ingest_destroy(gw->ingest);
     history_destroy(gw->history);
     pipeline_destroy(gw->pipeline);
+
     if (gw->mailbox.eventfd > 0)
         mailbox_cleanup(&gw->mailbox);
     hub_destroy(gw->hub);

@@ -45,10 +45,10 @@ void mailbox_post(struct mailbox *mb, struct mail *m)
         mail_free(m);
         return;
     }
-    if (m->kind == MAIL_MESSAGE) {
+    if (m->kind == MAIL_MESSAGES) {
         while (mb->pending_messages >= mb->max_pending_messages && !mb->closed)
             pthread_cond_wait(&mb->drained, &mb->lock);
-        mb->pending_messages++;
+        mb->pending_messages += m->u.messages.count;
     }
     was_empty = mb->head == NULL;
     if (mb->tail != NULL)
@@ -97,8 +97,10 @@ void mail_free(struct mail *m)
     if (m == NULL)
         return;
     switch (m->kind) {
-    case MAIL_MESSAGE:
-        msg_unref(m->u.message);
+    case MAIL_MESSAGES:
+        for (size_t i = 0; i < m->u.messages.count; i++)
+            msg_unref(m->u.messages.items[i]);
+        free(m->u.messages.items);
         break;
     case MAIL_UPGRADE:
         free(m->u.upgrade.extra);

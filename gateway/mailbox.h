@@ -22,7 +22,7 @@ struct MHD_UpgradeResponseHandle;
 struct sse_conn;
 
 enum mail_kind {
-    MAIL_MESSAGE = 1,      /* a message from the broker */
+    MAIL_MESSAGES = 1,     /* messages from the broker, stored, in seq order */
     MAIL_UPGRADE = 2,      /* a socket upgraded to WebSocket */
     MAIL_PUBLISH_DONE = 3, /* the broker's reply to a client's publish */
     MAIL_HISTORY = 4,      /* the history part of a subscription */
@@ -33,7 +33,10 @@ struct mail {
     struct mail *next;
     enum mail_kind kind;
     union {
-        struct msg *message;
+        struct {
+            struct msg **items; /* owned, with one reference each */
+            size_t count;
+        } messages;
         struct {
             int fd;
             struct MHD_UpgradeResponseHandle *urh;
@@ -83,7 +86,7 @@ bool mailbox_init(struct mailbox *mb, size_t max_pending_messages);
 void mailbox_cleanup(struct mailbox *mb);
 
 /*
- * Posts @m. For MAIL_MESSAGE, blocks while max_pending_messages are waiting,
+ * Posts @m. For MAIL_MESSAGES, blocks while max_pending_messages are waiting,
  * so a loop that falls behind slows the broker's delivery (the broker keeps
  * what is not acknowledged) instead of growing memory without bound.
  */

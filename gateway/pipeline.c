@@ -212,18 +212,30 @@ static void commit_batch(struct pipeline *p, struct msg **batch, size_t count)
                 (unsigned long long)batch[count - 1]->seq);
 }
 
-static void forward(struct pipeline *p, struct msg **batch, size_t count)
+/* Hands the batch to the loop in one mail. Adopts @list's items. */
+static void forward(struct pipeline *p, struct msg_list *list)
 {
-    for (size_t i = 0; i < count; i++) {
-        struct mail *mail = calloc(1, sizeof(*mail));
-        if (mail == NULL) {
-            msg_unref(batch[i]);
-            continue;
-        }
-        mail->kind = MAIL_MESSAGE;
-        mail->u.message = batch[i];
-        mailbox_post(p->mb, mail);
+    struct mail *mail;
+
+    if (list->count == 0) {
+        msg_list_cleanup(list);
+        return;
     }
+    mail = calloc(1, sizeof(*mail));
+    if (mail == NULL) {
+        log_limited(&p->error_rl, LOG_ERROR, COMPONENT,
+                    "out of memory forwarding %zu message(s), seq %llu to %llu; they are stored "
+                    "but not delivered live", list->count,
+                    (unsigned long long)list->items[0]->seq,
+                    (unsigned long long)list->items[list->count - 1]->seq);
+        msg_list_cleanup(list);
+        return;
+    }
+    mail->kind = MAIL_MESSAGES;
+    mail->u.messages.items = list->items;
+    mail->u.messages.count = list->count;
+    *list = (struct msg_list){0};
+    mailbox_post(p->mb, mail);
 }
 
 static void swap_chain_if_reloaded(struct pipeline *p)
@@ -263,8 +275,7 @@ static void process_batch(struct pipeline *p, struct msg **batch, size_t count,
         commit_batch(p, out.items, out.count);
     if (done != NULL)
         done(p, ticket);
-    forward(p, out.items, out.count);
-    free(out.items);
+    forward(p, &out);
 }
 
 static void tickets_done(struct pipeline *p, uint64_t ticket)

@@ -227,7 +227,9 @@ static int configure_connection(sqlite3 *db)
     /* WAL lets readers run beside the writer. synchronous=NORMAL makes a
      * commit survive a killed process (the WAL is written before COMMIT
      * returns) but not a power loss; FULL would fsync on every commit. */
-    rc = exec(db, "PRAGMA journal_mode=WAL");
+    rc = exec(db, "PRAGMA page_size=1024");
+    if (rc == SQLITE_OK)
+        rc = exec(db, "PRAGMA journal_mode=WAL");
     if (rc == SQLITE_OK)
         rc = exec(db, "PRAGMA synchronous=NORMAL");
     return rc;
@@ -546,14 +548,8 @@ static int step_done(sqlite3_stmt *stmt)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int insert_one(struct store *st, const struct msg *m)
+static int insert_one(struct store *st, const struct msg *m, int64_t topic)
 {
-    int64_t topic = topic_id_for(st, m->topic);
-    int rc;
-
-    if (topic == 0)
-        return SQLITE_ERROR;
-
     sqlite3_bind_int64(st->insert_message, 1, (sqlite3_int64)m->seq);
     sqlite3_bind_int64(st->insert_message, 2, m->ts_ms);
     sqlite3_bind_int64(st->insert_message, 3, topic);
@@ -562,10 +558,12 @@ static int insert_one(struct store *st, const struct msg *m)
     sqlite3_bind_int(st->insert_message, 6, (int)m->encoding);
     sqlite3_bind_int(st->insert_message, 7, m->mqtt_id);
     sqlite3_bind_blob(st->insert_message, 8, m->payload, (int)m->payload_len, SQLITE_STATIC);
-    rc = step_done(st->insert_message);
-    if (rc != SQLITE_OK)
-        return rc;
+    return step_done(st->insert_message);
+}
 
+/* Makes @m, the newest message of its topic, the topic's latest value. */
+static int set_latest(struct store *st, const struct msg *m, int64_t topic)
+{
     /* An empty retained payload clears the topic's value, as in MQTT. */
     if (m->retain && m->payload_len == 0) {
         sqlite3_bind_int64(st->delete_latest, 1, topic);
@@ -608,6 +606,41 @@ static int trim(struct store *st, uint64_t max_seq, int64_t max_ts)
     return rc;
 }
 
+/*
+ * Sets the latest value of each topic in the batch from its newest message
+ * only, since the rows older messages would write are overwritten in the
+ * same transaction anyway. @topics holds each message's topic id.
+ */
+static int set_latest_values(struct store *st, struct msg *const *msgs, const int64_t *topics,
+                             size_t count)
+{
+    size_t cap = 16;
+    int64_t *seen;
+    int rc = SQLITE_OK;
+
+    if (count == 1)
+        return set_latest(st, msgs[0], topics[0]);
+
+    /* An open-addressing set of the topic ids already done; ids are > 0. */
+    while (cap < 2 * count)
+        cap *= 2;
+    seen = calloc(cap, sizeof(*seen));
+    if (seen == NULL)
+        return SQLITE_NOMEM;
+
+    for (size_t i = count; i-- > 0 && rc == SQLITE_OK;) {
+        size_t slot = (size_t)topics[i] * 0x9E3779B97F4A7C15ULL & (cap - 1);
+        while (seen[slot] != 0 && seen[slot] != topics[i])
+            slot = (slot + 1) & (cap - 1);
+        if (seen[slot] != 0)
+            continue;
+        seen[slot] = topics[i];
+        rc = set_latest(st, msgs[i], topics[i]);
+    }
+    free(seen);
+    return rc;
+}
+
 int store_append(struct store *st, struct msg *const *msgs, size_t count)
 {
     uint64_t max_seq = st->max_seq;
@@ -619,14 +652,24 @@ int store_append(struct store *st, struct msg *const *msgs, size_t count)
     if (count == 0)
         return STORE_OK;
 
+    int64_t *topics = malloc(count * sizeof(*topics));
+    if (topics == NULL) {
+        snprintf(st->error, sizeof(st->error), "storing messages failed: out of memory");
+        return STORE_ERR;
+    }
+
     rc = step_done(st->begin);
     for (size_t i = 0; rc == SQLITE_OK && i < count; i++) {
-        rc = insert_one(st, msgs[i]);
+        topics[i] = topic_id_for(st, msgs[i]->topic);
+        rc = topics[i] != 0 ? insert_one(st, msgs[i], topics[i]) : SQLITE_ERROR;
         if (msgs[i]->seq > max_seq)
             max_seq = msgs[i]->seq;
         if (msgs[i]->ts_ms > max_ts)
             max_ts = msgs[i]->ts_ms;
     }
+    if (rc == SQLITE_OK)
+        rc = set_latest_values(st, msgs, topics, count);
+    free(topics);
     if (rc == SQLITE_OK && max_seq + STORE_SEQ_RESERVE / 2 >= st->seq_reserved)
         rc = write_seq_reserved(st, max_seq + STORE_SEQ_RESERVE);
     int64_t trimmed_ms = st->last_trim_ms;

@@ -250,6 +250,53 @@ static void test_empty_retained_clears_latest(void **state)
     store_reader_close(r);
 }
 
+/* Appends @count messages in one transaction, as the batched pipeline does. */
+static void append_batch(struct fixture *f, const char *const *topics, const char *const *payloads,
+                         const bool *retain, size_t count)
+{
+    struct msg *batch[16];
+
+    assert_true(count <= 16);
+    for (size_t i = 0; i < count; i++) {
+        batch[i] = msg_create(topics[i], strlen(topics[i]), payloads[i], strlen(payloads[i]), 1,
+                              retain[i]);
+        sequencer_assign(&f->seq, batch[i]);
+    }
+    assert_int_equal(store_append(f->st, batch, count), STORE_OK);
+    for (size_t i = 0; i < count; i++)
+        msg_unref(batch[i]);
+}
+
+static void test_batch_latest_is_newest_per_topic(void **state)
+{
+    static const char *const topics[] = {"a", "b", "a", "c", "a", "b", "c"};
+    static const char *const payloads[] = {"a1", "b1", "", "c1", "a3", "", "c2"};
+    static const bool retain[] = {false, true, true, false, false, true, false};
+    struct fixture *f = *state;
+    struct store_history h;
+    struct store_reader *r;
+
+    open_store(f);
+    append(f, "b", "b0", true, 0);
+    append_batch(f, topics, payloads, retain, 7);
+    r = reader(f);
+
+    /* a: cleared in the middle, then set again; b: cleared last; c: c2. */
+    assert_int_equal(store_reader_latest(r, "#", 100, &h), STORE_OK);
+    assert_int_equal(h.count, 2);
+    assert_string_equal(h.msgs[0]->topic, "a");
+    assert_memory_equal(h.msgs[0]->payload, "a3", 2);
+    assert_string_equal(h.msgs[1]->topic, "c");
+    assert_memory_equal(h.msgs[1]->payload, "c2", 2);
+    store_history_cleanup(&h);
+
+    /* Every message of the batch is in the window. */
+    history(r, "#", (struct history_request){.kind = HISTORY_LAST, .last = 100}, 100, 100, &h);
+    assert_int_equal(h.count, 8);
+    store_history_cleanup(&h);
+    store_reader_close(r);
+}
+
 static void test_restart_keeps_epoch_and_seq(void **state)
 {
     struct fixture *f = *state;
@@ -414,6 +461,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_by_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention_by_age_keeps_latest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_retained_clears_latest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_latest_is_newest_per_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_epoch_and_seq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_never_reuses_seq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_file_new_epoch, setup, teardown),
