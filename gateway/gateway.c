@@ -136,6 +136,7 @@ bool gateway_start(struct gateway *gw, const struct config *cfg)
     gw->history = history_create(cfg, &gw->mailbox);
     if (gw->history == NULL)
         return false;
+    gw->flusher = flusher_create();
 
     if (cfg->dashboards[0] != '\0') {
         char err[600];
@@ -331,14 +332,63 @@ static void reap_sessions(struct gateway *gw)
     }
 }
 
+/* Grows the flush arrays to hold @count sessions. */
+static bool reserve_flush(struct gateway *gw, size_t count)
+{
+    size_t cap = gw->flush_cap ? gw->flush_cap : 256;
+    struct session **sessions;
+    struct ws_conn **conns;
+
+    if (count <= gw->flush_cap)
+        return true;
+    while (cap < count)
+        cap *= 2;
+    sessions = realloc(gw->flushing, cap * sizeof(*sessions));
+    if (sessions == NULL)
+        return false;
+    gw->flushing = sessions;
+    conns = realloc(gw->flush_conns, cap * sizeof(*conns));
+    if (conns == NULL)
+        return false;
+    gw->flush_conns = conns;
+    gw->flush_cap = cap;
+    return true;
+}
+
+/* Writes the output of every dirty session, the WebSocket ones through the
+ * flusher, then reaps those that are done. */
 static void flush_dirty(struct gateway *gw)
 {
     while (gw->dirty != NULL) {
-        struct session *s = gw->dirty;
-        gw->dirty = s->dirty_next;
-        s->dirty = false;
-        session_flush(s);
-        session_check_done(s);
+        size_t count = 0;
+        size_t conn_count = 0;
+
+        for (struct session *s = gw->dirty; s != NULL; s = s->dirty_next)
+            count++;
+        if (!reserve_flush(gw, count)) {
+            /* Out of memory: write them one by one on this thread. */
+            struct session *s = gw->dirty;
+            gw->dirty = s->dirty_next;
+            s->dirty = false;
+            session_flush(s);
+            session_check_done(s);
+            continue;
+        }
+
+        count = 0;
+        for (struct session *s = gw->dirty; s != NULL; s = s->dirty_next) {
+            gw->flushing[count++] = s;
+            s->dirty = false;
+            if (s->ws != NULL)
+                gw->flush_conns[conn_count++] = s->ws;
+            else
+                session_flush(s);
+        }
+        gw->dirty = NULL;
+
+        flusher_run(gw->flusher, gw->flush_conns, conn_count);
+        for (size_t i = 0; i < count; i++)
+            session_check_done(gw->flushing[i]);
     }
 }
 
@@ -537,7 +587,9 @@ void gateway_cleanup(struct gateway *gw)
     ingest_destroy(gw->ingest);
     history_destroy(gw->history);
     pipeline_destroy(gw->pipeline);
-
+    flusher_destroy(gw->flusher);
+    free(gw->flushing);
+    free(gw->flush_conns);
     if (gw->mailbox.eventfd > 0)
         mailbox_cleanup(&gw->mailbox);
     hub_destroy(gw->hub);

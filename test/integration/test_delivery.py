@@ -4,6 +4,7 @@ Each test ends a run with a sentinel message and asserts the exact list of
 messages up to it, so a missing or extra message fails without timing.
 """
 
+import asyncio
 import base64
 import json
 
@@ -256,5 +257,30 @@ def test_gateway_subscribe_option_limits_topics(gateway_factory, broker):
             publisher.close()
         got = await client.messages_until("only/end")
         assert [m["topic"] for m in got] == ["only/end"]
+
+    run(body())
+
+
+def test_many_clients_all_messages_in_order(gateway_factory, broker):
+    """Enough clients that the loop shares the writing with its second writer thread."""
+    clients_count = 300
+    gateway = gateway_factory("--max-connections-per-address", "400")
+    messages_count = 20
+
+    async def body():
+        clients = await asyncio.gather(*(WsClient.connect(gateway.ws_url) for _ in range(clients_count)))
+        await asyncio.gather(*(c.subscribe("fan/#", id=1) for c in clients))
+        publisher = PahoClient(broker.port)
+        try:
+            for i in range(messages_count):
+                publisher.publish(f"fan/{i % 3}", json.dumps({"n": i}).encode())
+            publisher.publish("fan/end", b"end")
+        finally:
+            publisher.close()
+        results = await asyncio.gather(*(c.messages_until("fan/end") for c in clients))
+        for got in results:
+            assert [m["payload"] for m in got[:-1]] == [{"n": i} for i in range(messages_count)]
+        for c in clients:
+            await c.close()
 
     run(body())
