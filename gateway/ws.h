@@ -6,7 +6,7 @@
  * connection (struct frame), so they are written here directly, at frame
  * boundaries: wslay would copy each queued message per connection. wslay's
  * own output (pong and close frames) is copied into the same queue, so all
- * bytes leave through one ordered queue and one writev.
+ * bytes leave through one ordered queue and one sendmsg call.
  *
  * Threading: everything here runs on the event loop thread.
  *
