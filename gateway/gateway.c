@@ -366,7 +366,7 @@ static void flush_dirty(struct gateway *gw)
         for (struct session *s = gw->dirty; s != NULL; s = s->dirty_next)
             count++;
         if (!reserve_flush(gw, count)) {
-            /* Out of memory: write them one by one on this thread. */
+            /* Out of memory, so write them one by one on this thread. */
             struct session *s = gw->dirty;
             gw->dirty = s->dirty_next;
             s->dirty = false;

@@ -227,9 +227,9 @@ static int configure_connection(sqlite3 *db)
     /* WAL lets readers run beside the writer. synchronous=NORMAL makes a
      * commit survive a killed process (the WAL is written before COMMIT
      * returns) but not a power loss; FULL would fsync on every commit. */
-    /* A commit writes each page it changed to the WAL, and a commit of one
-     * message changes a few rows in four B-trees: 1 KiB pages write a
-     * quarter of the bytes of the default 4 KiB. Only a new file takes it. */
+    /* A commit writes each page it changed to the WAL, and a single-message
+     * commit changes a few rows in four B-trees. 1 KiB pages write a quarter
+     * of the bytes of the default 4 KiB. Only a new file takes this size. */
     rc = exec(db, "PRAGMA page_size=1024");
     if (rc == SQLITE_OK)
         rc = exec(db, "PRAGMA journal_mode=WAL");
@@ -612,7 +612,7 @@ static int trim(struct store *st, uint64_t max_seq, int64_t max_ts)
 /*
  * Sets the latest value of each topic in the batch from its newest message
  * only, since the rows older messages would write are overwritten in the
- * same transaction anyway. @topics holds each message's topic id.
+ * same transaction anyway. @topics contains each message's topic id.
  */
 static int set_latest_values(struct store *st, struct msg *const *msgs, const int64_t *topics,
                              size_t count)
@@ -624,7 +624,8 @@ static int set_latest_values(struct store *st, struct msg *const *msgs, const in
     if (count == 1)
         return set_latest(st, msgs[0], topics[0]);
 
-    /* An open-addressing set of the topic ids already done; ids are > 0. */
+    /* An open-addressing set of the topic ids already done. Topic ids are
+     * above 0, so 0 marks a free slot. */
     while (cap < 2 * count)
         cap *= 2;
     seen = calloc(cap, sizeof(*seen));

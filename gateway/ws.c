@@ -389,9 +389,9 @@ static bool ctx_ensure(struct ws_conn *conn)
 }
 
 /*
- * Frees the wslay context and the empty queue of a connection at rest:
- * every byte read is part of a whole message already handled, and wslay
- * has nothing to send. Idle clients then cost little memory.
+ * Frees the wslay context and the empty queue of a connection at rest, where
+ * every byte read belongs to a whole message already handled and wslay has
+ * nothing to send. Idle clients then cost little memory.
  */
 static void ctx_release_if_idle(struct ws_conn *conn)
 {
@@ -503,8 +503,8 @@ void ws_conn_flush(struct ws_conn *conn)
             n++;
         }
 
-        /* sendmsg rather than writev: it goes straight to the socket layer,
-         * skipping the file-position locking and checks of the VFS path. */
+        /* sendmsg goes straight to the socket layer and skips the
+         * file-position locking and checks of writev's VFS path. */
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
         do {
             written = sendmsg(conn->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -255,8 +255,8 @@ def test_broker_restart_resumes(gateway_factory, broker):
     run(body())
 
 
-def test_idle_clients_hold_no_frame_parser(gateway):
-    """A client at rest holds no wslay context; one reappears only while a frame or message is incomplete."""
+def test_idle_client_has_no_parser(gateway):
+    """A client at rest has no wslay context. It gets one only while a frame or message is incomplete."""
     raw = RawWebSocket(gateway.port)
     raw.recv_json()
     assert gateway.wait_metric("tidegate_clients_connected", 1) == 1

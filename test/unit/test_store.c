@@ -281,7 +281,8 @@ static void test_batch_latest_is_newest_per_topic(void **state)
     append_batch(f, topics, payloads, retain, 7);
     r = reader(f);
 
-    /* a: cleared in the middle, then set again; b: cleared last; c: c2. */
+    /* a is cleared in the middle, then set again. b is cleared last. c ends
+     * on c2. */
     assert_int_equal(store_reader_latest(r, "#", 100, &h), STORE_OK);
     assert_int_equal(h.count, 2);
     assert_string_equal(h.msgs[0]->topic, "a");
