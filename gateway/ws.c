@@ -25,7 +25,7 @@
 #define WS_CLOSE_GRACE_MS 2000
 
 /* Frames per sendmsg call. */
-#define WS_WRITEV_MAX 64
+#define WS_SEND_IOV_MAX 64
 
 struct out_item {
     struct frame *frame;
@@ -491,11 +491,11 @@ void ws_conn_flush(struct ws_conn *conn)
     pump_wslay_output(conn);
 
     while (!conn->done && conn->queue_count > 0) {
-        struct iovec iov[WS_WRITEV_MAX];
+        struct iovec iov[WS_SEND_IOV_MAX];
         size_t n = 0;
         ssize_t written;
 
-        for (size_t i = 0; i < conn->queue_count && n < WS_WRITEV_MAX; i++) {
+        for (size_t i = 0; i < conn->queue_count && n < WS_SEND_IOV_MAX; i++) {
             struct frame *f = conn->queue[(conn->queue_head + i) % conn->queue_cap].frame;
             size_t off = i == 0 ? conn->head_offset : 0;
             iov[n].iov_base = f->data + off;
