@@ -65,7 +65,7 @@ void metrics_render(struct buf *out)
             "WebSocket connections accepted.");
     GAUGE("tidegate_clients_connected", clients_connected, "WebSocket clients connected now.");
     GAUGE("tidegate_ws_parsers", ws_parsers,
-          "WebSocket clients holding a frame parser now; idle clients hold none.");
+          "WebSocket clients with a frame parser now. Idle clients have none.");
     COUNTER("tidegate_slow_client_disconnects_total", slow_client_disconnects,
             "Clients closed because their send queue passed send_queue_bytes.");
     COUNTER("tidegate_client_errors_total", client_errors, "Error replies sent to clients.");

@@ -17,7 +17,7 @@ struct metrics {
     atomic_uint_fast64_t messages_delivered;  /* message frames queued to clients */
     atomic_uint_fast64_t ws_connections_total;
     atomic_int_fast64_t clients_connected;
-    atomic_int_fast64_t ws_parsers;           /* WebSocket connections holding a wslay context */
+    atomic_int_fast64_t ws_parsers;           /* WebSocket connections with a wslay context */
     atomic_uint_fast64_t slow_client_disconnects;
     atomic_uint_fast64_t client_errors;       /* error replies sent to clients */
     atomic_uint_fast64_t publish_requests;

@@ -12,10 +12,10 @@
  *
  * Lifetime: ws_conn_create adopts the socket. When ws_conn_is_done returns
  * true the owner calls ws_conn_destroy, which closes the socket (through
- * libmicrohttpd when it still holds the connection, as over TLS). Callbacks
+ * libmicrohttpd when the connection is still open there, as over TLS). Callbacks
  * never free the connection.
  *
- * Memory: an idle connection holds no wslay context. The context (about
+ * Memory: an idle connection has no wslay context. The context (about
  * 8 KiB of buffers) is created when bytes arrive or a control frame must go
  * out, and freed again once wslay has parsed every byte read into whole
  * messages and has nothing left to send.
