@@ -8,12 +8,14 @@
  * own output (pong and close frames) is copied into the same queue, so all
  * bytes leave through one ordered queue and one sendmsg call.
  *
- * Threading: everything here runs on the event loop thread.
+ * Threading: everything here runs on the event loop thread, except that the
+ * flusher's thread also calls ws_conn_flush, on connections the loop does not
+ * touch until that flush returns (flusher.h).
  *
  * Lifetime: ws_conn_create adopts the socket. When ws_conn_is_done returns
- * true the owner calls ws_conn_destroy, which closes the socket (through
- * libmicrohttpd when the connection is still open there, as over TLS). Callbacks
- * never free the connection.
+ * true the owner calls ws_conn_destroy, which closes the socket, through
+ * libmicrohttpd while the connection is still open there (as over TLS).
+ * Callbacks never free the connection.
  *
  * Memory: an idle connection has no wslay context. The context (about
  * 8 KiB of buffers) is created when bytes arrive or a control frame must go
