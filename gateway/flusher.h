@@ -16,8 +16,9 @@
 
 #include <stddef.h>
 
-/* Fewer connections than this are written by the loop alone. The hand-off
- * costs two thread wake-ups, about as much as 10 writes (an estimate). */
+/* Fewer connections than this are written by the loop alone, because the
+ * hand-off costs two thread wake-ups. The value is an estimate, not a
+ * measured break-even point. */
 #define FLUSHER_MIN_SHARED 128
 
 struct flusher;

@@ -47,10 +47,10 @@ struct gateway {
     struct session *sessions;  /* every live session, doubly linked */
     struct session *by_id[GATEWAY_SESSION_BUCKETS];
     struct session *dirty;     /* sessions with output to flush */
-    struct flusher *flusher;   /* the second writer; NULL: the loop writes alone */
-    struct session **flushing; /* the dirty sessions of one flush, and their */
-    struct ws_conn **flush_conns; /* WebSocket connections */
-    size_t flush_cap;
+    struct flusher *flusher;   /* second writer, or NULL when the loop writes alone */
+    struct session **flushing; /* dirty sessions of the current flush */
+    struct ws_conn **flush_conns; /* their WebSocket connections, for the flusher */
+    size_t flush_cap;          /* capacity of flushing and flush_conns */
     struct session *reap;      /* sessions whose connection is done */
     uint64_t next_session_id;
     size_t conflating_sessions; /* sessions with conflated messages waiting */

@@ -605,9 +605,9 @@ static void format_peer(struct MHD_Connection *conn, char *out, size_t size)
 }
 
 /*
- * Over plain TCP, returns a duplicate of the upgraded socket and lets
- * libmicrohttpd free its connection, with its memory pool, at once; *urh
- * becomes NULL. The daemon runs with MHD_USE_TURBO, so closing its
+ * Over plain TCP, returns a duplicate of the upgraded socket, lets
+ * libmicrohttpd free its connection and memory pool at once, and sets *urh
+ * to NULL. The daemon runs with MHD_USE_TURBO, so closing its
  * descriptor does not shut the socket down. Over TLS libmicrohttpd must stay
  * in the path, and @sock and *urh are returned as they are. Returns -1 when
  * the descriptor table is full; the caller then closes through *urh.
@@ -621,7 +621,8 @@ static int take_upgraded_socket(struct http *http, MHD_socket sock,
         return sock;
     own = fcntl(sock, F_DUPFD_CLOEXEC, 0);
     if (own < 0) {
-        log_error(COMPONENT, "cannot take over an upgraded socket: %s", strerror(errno));
+        log_error(COMPONENT, "cannot take over an upgraded socket (%s), so the client is "
+                  "disconnected: raise the open-file limit if this repeats", strerror(errno));
         return -1;
     }
     MHD_upgrade_action(*urh, MHD_UPGRADE_ACTION_CLOSE);

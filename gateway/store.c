@@ -228,8 +228,8 @@ static int configure_connection(sqlite3 *db)
      * commit survive a killed process (the WAL is written before COMMIT
      * returns) but not a power loss; FULL would fsync on every commit. */
     /* A commit writes each page it changed to the WAL, and a single-message
-     * commit changes a few rows in four B-trees. 1 KiB pages write a quarter
-     * of the bytes of the default 4 KiB. Only a new file takes this size. */
+     * commit changes a few rows in four B-trees. 1 KiB pages write about a
+     * quarter of the bytes of the default 4 KiB. Only a new file takes it. */
     rc = exec(db, "PRAGMA page_size=1024");
     if (rc == SQLITE_OK)
         rc = exec(db, "PRAGMA journal_mode=WAL");

@@ -295,7 +295,7 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
 }
 
 /* Records the on-wire size of each client frame: a 2-byte header, the
- * extended length, the 4-byte mask, the payload (RFC 6455, section 5.2).
+ * extended length, the 4-byte mask and the payload.
  * A client that encodes a length in more bytes than needed makes this
  * figure too small, which only keeps the context alive. */
 static void on_wslay_frame_start(wslay_event_context_ptr ctx,
@@ -503,8 +503,8 @@ void ws_conn_flush(struct ws_conn *conn)
             n++;
         }
 
-        /* sendmsg goes straight to the socket layer and skips the
-         * file-position locking and checks of writev's VFS path. */
+        /* sendmsg enters the socket layer directly, not through writev's VFS
+         * path, and MSG_NOSIGNAL keeps a closed peer from raising SIGPIPE. */
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
         do {
             written = sendmsg(conn->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -91,8 +91,8 @@ const uint8_t *ws_frame_payload(const struct frame *f, size_t *len);
  * Creates a connection on the upgraded socket @fd. @extra contains the bytes
  * libmicrohttpd read past the HTTP request; they are parsed before anything
  * read from the socket. With @urh NULL the connection owns @fd and closes it
- * itself; otherwise it closes it through @urh. Returns NULL when out of
- * memory; the caller then closes the socket with ws_socket_close.
+ * itself, and otherwise it closes it through @urh. Returns NULL when out of
+ * memory, and the caller then closes the socket with ws_socket_close.
  */
 struct ws_conn *ws_conn_create(int fd, struct MHD_UpgradeResponseHandle *urh,
                                const char *extra, size_t extra_len, const struct ws_config *cfg,
