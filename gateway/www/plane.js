@@ -102,6 +102,8 @@ export class MapWidget extends Widget {
       return;
     }
     const projection = this.tileUrl ? mercatorProjection(bounds, rect) : planeProjection(bounds, rect);
+    // What the latest drawing used, for snapshot(): the tile zoom and the points drawn.
+    this.drawn = { zoom: projection.zoom ?? null, points: [...this.tracks.values()].reduce((n, t) => n + t.points.length, 0) };
     if (this.tileUrl) {
       this.drawTiles(ctx, projection, rect);
     }
@@ -221,6 +223,7 @@ export class MapWidget extends Widget {
 
   snapshot() {
     return {
+      drawn: this.drawn ?? null,
       tracks: Object.fromEntries([...this.tracks].map(([topic, track]) => [topic, track.points.map((p) => ({ lat: p.lat, lon: p.lon, seq: p.seq }))])),
     };
   }

@@ -137,10 +137,14 @@ test("map draws tiles from tile_url", { skip: NEEDS }, async () => {
       const page = await openPage(browser, `${stack.url}/d/tiles`);
       await waitFor(async () => (await widgetSnapshot(page, "w0")).tracks["transit/device1/position"]?.length === fixes.length, 5000, "every fix in the track");
 
-      // The tile under the first fix at the zoom of the latest drawing (Web Mercator). The
-      // first drawings may use another zoom, from the part of the track loaded by then.
+      // The first drawings may use another zoom, fitted to the part of the track loaded by
+      // then, so wait for a drawing of the whole track and take its zoom.
+      await waitFor(async () => (await widgetSnapshot(page, "w0")).drawn?.points === fixes.length, 5000, "a drawing of every fix");
+      const drawnZoom = (await widgetSnapshot(page, "w0")).drawn.zoom;
+
+      // The tile under the first fix at that zoom (Web Mercator).
       const expectedTile = () => {
-        const zoom = Number(requests[requests.length - 1].split("/")[2]);
+        const zoom = drawnZoom;
         const scale = 2 ** zoom;
         const x = Math.floor(((fixes[0].lon + 180) / 360) * scale);
         const sin = Math.sin((fixes[0].lat * Math.PI) / 180);
